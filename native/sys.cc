@@ -1,0 +1,240 @@
+// General system calls the layers above need: file descriptors, generic ioctls (KVM's
+// structures are packed in TypeScript), waiting (poll, epoll, eventfd), CPU placement
+// and process creation for userfaultfd's fork event.
+#include "common.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+namespace postcopy {
+
+namespace {
+uint8_t* Bytes(const Napi::Value& v, size_t* len) {
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  *len = ta.ByteLength();
+  return static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+}
+}  // namespace
+
+// open(path, flags, mode) -> fd
+static Napi::Value Open(const Napi::CallbackInfo& info) {
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = open(path.c_str(), I32(info, 1), U32(info, 2));
+  if (fd < 0) ThrowErrno(info.Env(), ("open(" + path + ")").c_str(), errno);
+  return Num(info.Env(), fd);
+}
+
+// close(fd)
+static Napi::Value Close(const Napi::CallbackInfo& info) {
+  if (close(I32(info, 0)) != 0 && errno != EINTR) ThrowErrno(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+// read(fd, bytes) -> bytes read, or -1 when a non-blocking descriptor has nothing (EAGAIN).
+static Napi::Value Read(const Napi::CallbackInfo& info) {
+  size_t len = 0;
+  uint8_t* buf = Bytes(info[1], &len);
+  ssize_t n;
+  do n = read(I32(info, 0), buf, len); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return Num(info.Env(), -1);
+    ThrowErrno(info.Env(), "read", errno);
+    return info.Env().Undefined();
+  }
+  return Num(info.Env(), static_cast<double>(n));
+}
+
+// write(fd, bytes) -> bytes written, or -1 on EAGAIN.
+static Napi::Value Write(const Napi::CallbackInfo& info) {
+  size_t len = 0;
+  uint8_t* buf = Bytes(info[1], &len);
+  ssize_t n;
+  do n = write(I32(info, 0), buf, len); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return Num(info.Env(), -1);
+    ThrowErrno(info.Env(), "write", errno);
+    return info.Env().Undefined();
+  }
+  return Num(info.Env(), static_cast<double>(n));
+}
+
+// ioctl(fd, request, arg, name) -> the ioctl's return value. `arg` is a Number (passed
+// as an integer argument) or a TypedArray (passed as a pointer to its bytes, which the
+// kernel may fill). `name` is only used to describe a failure.
+static Napi::Value Ioctl(const Napi::CallbackInfo& info) {
+  unsigned long request = static_cast<unsigned long>(info[1].As<Napi::Number>().Int64Value());
+  int rc;
+  if (info[2].IsTypedArray()) {
+    size_t len = 0;
+    uint8_t* buf = Bytes(info[2], &len);
+    rc = ioctl(I32(info, 0), request, buf);
+  } else {
+    rc = ioctl(I32(info, 0), request, static_cast<unsigned long>(info[2].As<Napi::Number>().Int64Value()));
+  }
+  if (rc < 0) {
+    std::string name = "ioctl(" + info[3].As<Napi::String>().Utf8Value() + ")";
+    ThrowErrno(info.Env(), name.c_str(), errno);
+    return info.Env().Undefined();
+  }
+  return Num(info.Env(), rc);
+}
+
+// poll(fds: Int32Array of [fd, events, revents] triples, timeoutMs) -> ready count, 0 on
+// timeout. revents are written back into the array.
+static Napi::Value Poll(const Napi::CallbackInfo& info) {
+  Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+  size_t n = arr.ElementLength() / 3;
+  struct pollfd fds[16];
+  std::vector<struct pollfd> big;
+  struct pollfd* p = fds;
+  if (n > 16) { big.resize(n); p = big.data(); }
+  for (size_t i = 0; i < n; i++) {
+    p[i].fd = arr[i * 3];
+    p[i].events = static_cast<short>(arr[i * 3 + 1]);
+    p[i].revents = 0;
+  }
+  int rc;
+  do rc = poll(p, n, I32(info, 1)); while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    ThrowErrno(info.Env(), "poll", errno);
+    return info.Env().Undefined();
+  }
+  for (size_t i = 0; i < n; i++) arr[i * 3 + 2] = p[i].revents;
+  return Num(info.Env(), rc);
+}
+
+// epollCreate() -> epoll fd (close-on-exec)
+static Napi::Value EpollCreate(const Napi::CallbackInfo& info) {
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) ThrowErrno(info.Env(), "epoll_create1", errno);
+  return Num(info.Env(), fd);
+}
+
+// epollCtl(epfd, op, fd, events, data)
+static Napi::Value EpollCtl(const Napi::CallbackInfo& info) {
+  struct epoll_event ev{};
+  ev.events = U32(info, 3);
+  ev.data.u64 = U32(info, 4);
+  if (epoll_ctl(I32(info, 0), I32(info, 1), I32(info, 2), &ev) != 0) ThrowErrno(info.Env(), "epoll_ctl", errno);
+  return info.Env().Undefined();
+}
+
+// epollWait(epfd, out: Uint32Array of [events, data] pairs, timeoutMs) -> ready count
+static Napi::Value EpollWait(const Napi::CallbackInfo& info) {
+  Napi::Uint32Array out = info[1].As<Napi::Uint32Array>();
+  int max = static_cast<int>(out.ElementLength() / 2);
+  struct epoll_event evs[64];
+  if (max > 64) max = 64;
+  int rc;
+  do rc = epoll_wait(I32(info, 0), evs, max, I32(info, 2)); while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    ThrowErrno(info.Env(), "epoll_wait", errno);
+    return info.Env().Undefined();
+  }
+  for (int i = 0; i < rc; i++) {
+    out[i * 2] = evs[i].events;
+    out[i * 2 + 1] = static_cast<uint32_t>(evs[i].data.u64);
+  }
+  return Num(info.Env(), rc);
+}
+
+// eventfd(initval, flags) -> fd
+static Napi::Value Eventfd(const Napi::CallbackInfo& info) {
+  int fd = eventfd(U32(info, 0), I32(info, 1));
+  if (fd < 0) ThrowErrno(info.Env(), "eventfd", errno);
+  return Num(info.Env(), fd);
+}
+
+// setAffinity(tid, cpus: number[]) ; tid 0 means the calling thread.
+static Napi::Value SetAffinity(const Napi::CallbackInfo& info) {
+  Napi::Array cpus = info[1].As<Napi::Array>();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (uint32_t i = 0; i < cpus.Length(); i++) CPU_SET(cpus.Get(i).As<Napi::Number>().Int32Value(), &set);
+  if (sched_setaffinity(I32(info, 0), sizeof set, &set) != 0) ThrowErrno(info.Env(), "sched_setaffinity", errno);
+  return info.Env().Undefined();
+}
+
+// getAffinity(tid) -> cpus: number[]
+static Napi::Value GetAffinity(const Napi::CallbackInfo& info) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(I32(info, 0), sizeof set, &set) != 0) {
+    ThrowErrno(info.Env(), "sched_getaffinity", errno);
+    return info.Env().Undefined();
+  }
+  Napi::Array out = Napi::Array::New(info.Env());
+  uint32_t k = 0;
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set)) out.Set(k++, Napi::Number::New(info.Env(), c));
+  return out;
+}
+
+// gettid() -> the calling thread's kernel thread id
+static Napi::Value Gettid(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), static_cast<double>(syscall(SYS_gettid)));
+}
+
+// getcpu() -> the CPU the calling thread runs on now
+static Napi::Value Getcpu(const Napi::CallbackInfo& info) { return Num(info.Env(), sched_getcpu()); }
+
+// pageSize() -> the base page size
+static Napi::Value PageSize(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), static_cast<double>(sysconf(_SC_PAGESIZE)));
+}
+
+// forkExit(status) -> child pid. The child calls _exit(status) at once: it exists only so
+// that the parent's mm is forked (userfaultfd's FORK event). Nothing else may run in the
+// child of a multi-threaded process. With UFFD_FEATURE_EVENT_FORK this call blocks until a
+// reader has read the FORK event, so never call it from the thread that reads events.
+static Napi::Value ForkExit(const Napi::CallbackInfo& info) {
+  int status = I32(info, 0);
+  pid_t pid = fork();
+  if (pid == 0) _exit(status);
+  if (pid < 0) ThrowErrno(info.Env(), "fork", errno);
+  return Num(info.Env(), pid);
+}
+
+// waitpid(pid) -> exit status (or 128 + signal)
+static Napi::Value Waitpid(const Napi::CallbackInfo& info) {
+  int status = 0;
+  pid_t rc;
+  do rc = waitpid(I32(info, 0), &status, 0); while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    ThrowErrno(info.Env(), "waitpid", errno);
+    return info.Env().Undefined();
+  }
+  return Num(info.Env(), WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+void InitSys(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open, "open"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("read", Napi::Function::New(env, Read, "read"));
+  exports.Set("write", Napi::Function::New(env, Write, "write"));
+  exports.Set("ioctl", Napi::Function::New(env, Ioctl, "ioctl"));
+  exports.Set("poll", Napi::Function::New(env, Poll, "poll"));
+  exports.Set("epollCreate", Napi::Function::New(env, EpollCreate, "epollCreate"));
+  exports.Set("epollCtl", Napi::Function::New(env, EpollCtl, "epollCtl"));
+  exports.Set("epollWait", Napi::Function::New(env, EpollWait, "epollWait"));
+  exports.Set("eventfd", Napi::Function::New(env, Eventfd, "eventfd"));
+  exports.Set("setAffinity", Napi::Function::New(env, SetAffinity, "setAffinity"));
+  exports.Set("getAffinity", Napi::Function::New(env, GetAffinity, "getAffinity"));
+  exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
+  exports.Set("getcpu", Napi::Function::New(env, Getcpu, "getcpu"));
+  exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
+  exports.Set("forkExit", Napi::Function::New(env, ForkExit, "forkExit"));
+  exports.Set("waitpid", Napi::Function::New(env, Waitpid, "waitpid"));
+}
+
+}  // namespace postcopy

@@ -1,0 +1,49 @@
+/**
+ * The project's own error classes. Kernel failures are SystemError (src/native/errors.ts);
+ * these are the failures that TypeScript detects before or instead of a kernel call.
+ * Every one says what to do about it where something can be done.
+ */
+export class PostcopyError extends Error {
+  override name = 'PostcopyError';
+  readonly code: string;
+  /** What a person can do about it, when there is something to do. */
+  readonly remedy: string | undefined;
+
+  constructor(code: string, message: string, remedy?: string) {
+    super(remedy ? `${message}. ${remedy}` : message);
+    this.code = code;
+    this.remedy = remedy;
+  }
+}
+
+/** A method was called on an object after close(). */
+export class ClosedError extends PostcopyError {
+  override name = 'ClosedError';
+  constructor(what: string, operation: string) {
+    super('ERR_CLOSED', `${operation}: ${what} is closed`);
+  }
+}
+
+/** The kernel, the machine or the configuration lacks something the caller asked for. */
+export class UnsupportedError extends PostcopyError {
+  override name = 'UnsupportedError';
+  constructor(message: string, remedy?: string) {
+    super('ERR_UNSUPPORTED', message, remedy);
+  }
+}
+
+/** The process lacks a privilege (root, device access, a sysctl). */
+export class PermissionError extends PostcopyError {
+  override name = 'PermissionError';
+  constructor(message: string, remedy: string) {
+    super('ERR_PERMISSION', message, remedy);
+  }
+}
+
+/** An argument that cannot be right: misaligned, out of range, overlapping. */
+export class InvalidArgumentError extends PostcopyError {
+  override name = 'InvalidArgumentError';
+  constructor(message: string, remedy?: string) {
+    super('ERR_INVALID_ARG', message, remedy);
+  }
+}

@@ -1,0 +1,11 @@
+export * from './address.js';
+export * from './errors.js';
+export { SystemError, errnoName, isSystemError } from './native/errors.js';
+export * from './uffd/constants.js';
+export * from './uffd/events.js';
+export * from './uffd/userfaultfd.js';
+export * from './memory/constants.js';
+export * from './memory/hugepages.js';
+export * from './memory/mapping.js';
+export * from './memory/backing.js';
+export * from './memory/guest-memory.js';

@@ -1,0 +1,184 @@
+import { InvalidArgumentError, UnsupportedError } from '../errors.js';
+import { native } from '../native/binding.js';
+import { isSystemError } from '../native/errors.js';
+import { formatSize } from '../util/format.js';
+import { Falloc, Madvise, MapFlag, Mfd, MiB, GiB, hugeFlag } from './constants.js';
+import { hugepagePool, reserveRemedy } from './hugepages.js';
+import { Mapping } from './mapping.js';
+
+/** The backing sources of the kernel's demand_paging_test, plus guest_memfd. */
+export const BACKING_SOURCES = [
+  'anonymous',
+  'anonymous_thp',
+  'anonymous_hugetlb',
+  'anonymous_hugetlb_1gb',
+  'shmem',
+  'shared_hugetlb',
+  'shared_hugetlb_1gb',
+  'guest_memfd',
+] as const;
+export type BackingSourceName = (typeof BACKING_SOURCES)[number];
+
+/** What is fixed about a backing source, before any memory exists. */
+export interface BackingSourceInfo {
+  readonly name: BackingSourceName;
+  /** The unit a fault is resolved in (UFFDIO_COPY/CONTINUE length), and the alignment of regions. */
+  readonly pageSize: number;
+  /** Shared memory: mappable twice, so pages can be filled through an unregistered alias (MINOR faults). */
+  readonly shared: boolean;
+  readonly hugetlb: boolean;
+  readonly description: string;
+}
+
+const BASE = 4096;
+
+export const BACKING_INFO: Readonly<Record<BackingSourceName, BackingSourceInfo>> = {
+  anonymous: { name: 'anonymous', pageSize: BASE, shared: false, hugetlb: false, description: 'private anonymous memory' },
+  anonymous_thp: { name: 'anonymous_thp', pageSize: 2 * MiB, shared: false, hugetlb: false, description: 'private anonymous memory, transparent huge pages' },
+  anonymous_hugetlb: { name: 'anonymous_hugetlb', pageSize: 2 * MiB, shared: false, hugetlb: true, description: 'private anonymous hugetlb, 2 MiB pages' },
+  anonymous_hugetlb_1gb: { name: 'anonymous_hugetlb_1gb', pageSize: GiB, shared: false, hugetlb: true, description: 'private anonymous hugetlb, 1 GiB pages' },
+  shmem: { name: 'shmem', pageSize: BASE, shared: true, hugetlb: false, description: 'shared memory (memfd), mapped twice' },
+  shared_hugetlb: { name: 'shared_hugetlb', pageSize: 2 * MiB, shared: true, hugetlb: true, description: 'shared hugetlbfs memory (memfd, 2 MiB pages), mapped twice' },
+  shared_hugetlb_1gb: { name: 'shared_hugetlb_1gb', pageSize: GiB, shared: true, hugetlb: true, description: 'shared hugetlbfs memory (memfd, 1 GiB pages), mapped twice' },
+  guest_memfd: { name: 'guest_memfd', pageSize: BASE, shared: true, hugetlb: false, description: 'KVM guest_memfd with MMAP, mapped twice' },
+};
+
+export function isBackingSource(name: string): name is BackingSourceName {
+  return (BACKING_SOURCES as readonly string[]).includes(name);
+}
+
+export interface BackingOptions {
+  /** guest_memfd only: creates a guest_memfd of `size` bytes (see kvm/guest-memfd.ts). */
+  createGuestMemfd?: (size: number) => number;
+  /** A name for the memfd, seen in /proc/<pid>/maps. */
+  name?: string;
+}
+
+/**
+ * The memory behind one region: the primary mapping (what the guest uses, and what
+ * userfaultfd registers) and, for shared sources, an alias mapping of the same pages that
+ * is never registered, through which pages are filled before UFFDIO_CONTINUE.
+ */
+export class Backing {
+  readonly info: BackingSourceInfo;
+  readonly size: number;
+  /** The memfd or guest_memfd behind a shared source; -1 for private memory. */
+  readonly fd: number;
+  readonly primary: Mapping;
+  readonly alias: Mapping | undefined;
+  #closed = false;
+
+  private constructor(info: BackingSourceInfo, size: number, fd: number, primary: Mapping, alias: Mapping | undefined) {
+    this.info = info;
+    this.size = size;
+    this.fd = fd;
+    this.primary = primary;
+    this.alias = alias;
+  }
+
+  static create(source: BackingSourceName, size: number, options: BackingOptions = {}): Backing {
+    const info = BACKING_INFO[source];
+    if (!Number.isSafeInteger(size) || size <= 0 || size % info.pageSize !== 0) {
+      throw new InvalidArgumentError(`${source}: size ${size} is not a positive multiple of its page size (${formatSize(info.pageSize)})`);
+    }
+    if (info.hugetlb) checkHugepages(info, size);
+    const name = options.name ?? `postcopy-${source}`;
+    try {
+      switch (source) {
+        case 'anonymous':
+          return new Backing(info, size, -1, Mapping.map(size, { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS }), undefined);
+        case 'anonymous_thp': {
+          const m = Mapping.mapAlignedAnonymous(size, info.pageSize, MapFlag.PRIVATE);
+          m.advise(Madvise.HUGEPAGE);
+          return new Backing(info, size, -1, m, undefined);
+        }
+        case 'anonymous_hugetlb':
+        case 'anonymous_hugetlb_1gb':
+          return new Backing(info, size, -1, Mapping.map(size, { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS | MapFlag.HUGETLB | hugeFlag(info.pageSize) }), undefined);
+        case 'shmem':
+          return Backing.#shared(info, size, native.memfdCreate(name, Mfd.CLOEXEC));
+        case 'shared_hugetlb':
+        case 'shared_hugetlb_1gb':
+          return Backing.#shared(info, size, native.memfdCreate(name, Mfd.CLOEXEC | Mfd.HUGETLB | hugeFlag(info.pageSize)));
+        case 'guest_memfd': {
+          if (!options.createGuestMemfd) {
+            throw new InvalidArgumentError('guest_memfd: a guest_memfd comes from a KVM VM; pass createGuestMemfd (see createGuestMemfd in kvm/)');
+          }
+          return Backing.#shared(info, size, options.createGuestMemfd(size), false);
+        }
+      }
+    } catch (e) {
+      if (info.hugetlb && isSystemError(e, 'ENOMEM')) {
+        throw new UnsupportedError(`${source}: not enough ${formatSize(info.pageSize)} hugepages for ${formatSize(size)}`, reserveRemedy(info.pageSize, size / info.pageSize));
+      }
+      throw e;
+    }
+  }
+
+  static #shared(info: BackingSourceInfo, size: number, fd: number, truncate = true): Backing {
+    try {
+      if (truncate) native.ftruncate(fd, size);
+      const primary = Mapping.map(size, { flags: MapFlag.SHARED, fd });
+      try {
+        const alias = Mapping.map(size, { flags: MapFlag.SHARED, fd });
+        return new Backing(info, size, fd, primary, alias);
+      } catch (e) {
+        primary.unmap();
+        throw e;
+      }
+    } catch (e) {
+      native.close(fd);
+      throw e;
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Drops the pages of [offset, offset+length), so the next touch through the primary
+   * mapping faults again as MISSING: MADV_DONTNEED for private memory, a punched hole
+   * in the file (which empties both mappings) for shared memory.
+   */
+  discard(offset: number, length: number): void {
+    if (offset % this.info.pageSize !== 0 || length % this.info.pageSize !== 0) {
+      throw new InvalidArgumentError(`discard: [+${offset}, +${offset + length}) is not aligned to ${formatSize(this.info.pageSize)} pages`);
+    }
+    if (this.fd < 0) this.primary.advise(Madvise.DONTNEED, offset, length);
+    else native.fallocate(this.fd, Falloc.PUNCH_HOLE | Falloc.KEEP_SIZE, offset, length);
+  }
+
+  /**
+   * Drops only the primary mapping's page-table entries for [offset, offset+length),
+   * keeping the shared pages: the next touch through the primary mapping is a MINOR
+   * fault. Shared sources only.
+   */
+  unmapPrimary(offset: number, length: number): void {
+    if (!this.info.shared) throw new InvalidArgumentError(`unmapPrimary: ${this.info.name} is private memory; use discard()`);
+    this.primary.advise(Madvise.DONTNEED, offset, length);
+  }
+
+  /** Unmaps both mappings and closes the fd. Safe twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.alias?.unmap();
+    this.primary.unmap();
+    if (this.fd >= 0) native.close(this.fd);
+  }
+}
+
+function checkHugepages(info: BackingSourceInfo, size: number): void {
+  const pool = hugepagePool(info.pageSize);
+  const need = size / info.pageSize;
+  if (!pool.exists) {
+    throw new UnsupportedError(`${info.name}: this kernel has no ${formatSize(info.pageSize)} hugepage pool`, 'Use a 2 MiB source, or boot with hugepagesz=1G');
+  }
+  if (pool.available < need) {
+    throw new UnsupportedError(
+      `${info.name}: ${formatSize(size)} needs ${need} ${formatSize(info.pageSize)} hugepages, ${pool.available} are available`,
+      reserveRemedy(info.pageSize, need - pool.available),
+    );
+  }
+}
