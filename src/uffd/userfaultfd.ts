@@ -26,7 +26,10 @@ import { decodeEvent, type UffdEvent } from './events.js';
 export interface OpenOptions {
   /** Features to request, by name or as a mask. Missing ones are refused up front, by name. */
   features?: readonly FeatureName[] | bigint;
-  /** O_NONBLOCK: reads return no events instead of sleeping. Default false. */
+  /**
+   * O_NONBLOCK: reads return no events instead of sleeping. Default false. Needed to wait
+   * with poll/epoll: the kernel answers poll() on a blocking userfaultfd with POLLERR.
+   */
   nonBlocking?: boolean;
   /** UFFD_USER_MODE_ONLY: only user-mode faults (enough for most uses; allowed unprivileged). */
   userModeOnly?: boolean;
@@ -290,7 +293,10 @@ export class Userfaultfd {
     return events;
   }
 
-  /** Closes the descriptor; faulting threads still waiting get SIGBUS-free wake-ups from the kernel. Safe twice. */
+  /**
+   * Closes the descriptor (safe twice). The kernel wakes any thread still waiting on a
+   * fault, and the range behaves as if it had never been registered.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

@@ -1,0 +1,102 @@
+import { ClosedError, PermissionError, UnsupportedError } from '../errors.js';
+import { native } from '../native/binding.js';
+import { isSystemError } from '../native/errors.js';
+import { KvmIoctl, KVM_API_VERSION, type KvmCapName, VmType } from './constants.js';
+import { Vm, capNumber } from './vm.js';
+
+export const KVM_DEVICE = '/dev/kvm';
+
+const O_RDWR = 0o2;
+const O_CLOEXEC = 0o2000000;
+
+/** What to do when /dev/kvm is not there. */
+export const KVM_MISSING_REMEDY =
+  'Load the KVM module for this CPU (`modprobe kvm_intel` or `modprobe kvm_amd`) and enable virtualization ' +
+  '(VT-x/AMD-V) in the firmware; in a cloud VM, enable nested virtualization';
+/** What to do when /dev/kvm is there but this user may not open it. */
+export const KVM_PERMISSION_REMEDY =
+  'Run as root, or add the user to the kvm group (`sudo usermod -aG kvm $USER`, then log in again)';
+
+/**
+ * The KVM system fd (/dev/kvm): the capabilities of this host's KVM, and the factory of VMs.
+ */
+export class Kvm {
+  readonly fd: number;
+  /** KVM_GET_API_VERSION; always 12 on any kernel this opens on. */
+  readonly apiVersion: number;
+  readonly path: string;
+  #closed = false;
+
+  private constructor(fd: number, apiVersion: number, path: string) {
+    this.fd = fd;
+    this.apiVersion = apiVersion;
+    this.path = path;
+  }
+
+  /** Opens /dev/kvm. Throws UnsupportedError or PermissionError, with the remedy, when it cannot. */
+  static open(path: string = KVM_DEVICE): Kvm {
+    let fd: number;
+    try {
+      fd = native.open(path, O_RDWR | O_CLOEXEC, 0);
+    } catch (e) {
+      // ENOENT: no device node (module not loaded, or no KVM in this kernel); ENXIO/ENODEV:
+      // a node without a driver behind it (module unloaded, virtualization disabled).
+      if (isSystemError(e, 'ENOENT', 'ENXIO', 'ENODEV')) {
+        throw new UnsupportedError(`${path}: KVM is not available on this machine (${(e as Error).message})`, KVM_MISSING_REMEDY);
+      }
+      if (isSystemError(e, 'EACCES', 'EPERM')) {
+        throw new PermissionError(`${path}: permission denied`, KVM_PERMISSION_REMEDY);
+      }
+      throw e;
+    }
+    try {
+      const apiVersion = native.ioctl(fd, KvmIoctl.KVM_GET_API_VERSION, 0, 'KVM_GET_API_VERSION');
+      if (apiVersion !== KVM_API_VERSION) {
+        throw new UnsupportedError(
+          `${path}: KVM API version ${apiVersion}, expected ${KVM_API_VERSION}`,
+          'This KVM speaks an ABI postcopy does not know; use a mainline Linux kernel',
+        );
+      }
+      return new Kvm(fd, apiVersion, path);
+    } catch (e) {
+      native.close(fd);
+      throw e;
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #check(op: string): void {
+    if (this.#closed) throw new ClosedError(this.path, op);
+  }
+
+  /** KVM_CHECK_EXTENSION on /dev/kvm: 0 when absent, else a capability-specific positive value. */
+  checkExtension(cap: KvmCapName | number): number {
+    this.#check('checkExtension');
+    return native.ioctl(this.fd, KvmIoctl.KVM_CHECK_EXTENSION, capNumber(cap), 'KVM_CHECK_EXTENSION');
+  }
+
+  /** KVM_CREATE_VM of machine `type` (VmType; default KVM_X86_DEFAULT_VM). */
+  createVm(type: number = VmType.KVM_X86_DEFAULT_VM): Vm {
+    this.#check('createVm');
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return new Vm(native.ioctl(this.fd, KvmIoctl.KVM_CREATE_VM, type, 'KVM_CREATE_VM'), type);
+      } catch (e) {
+        // KVM_CREATE_VM can answer EINTR when a signal arrives while it sets the VM up;
+        // QEMU retries it the same way.
+        if (isSystemError(e, 'EINTR') && attempt < 10) continue;
+        throw e;
+      }
+    }
+  }
+
+  /** Closes /dev/kvm; VMs already created live on. Safe twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.close(this.fd);
+  }
+}
