@@ -47,10 +47,10 @@ export function reserveRemedy(pageSize: number, count: number): string {
  * needed (root only), and returns a function that puts the pool back to its old size.
  * Growing can fall short when memory is fragmented: the result says how many are there.
  */
-export function reserveHugepages(pageSize: number, count: number): { available: number; release: () => void } {
+export function reserveHugepages(pageSize: number, count: number): { available: number; grew: boolean; release: () => void } {
   const before = hugepagePool(pageSize);
-  if (!before.exists) return { available: 0, release: () => {} };
-  if (before.available >= count) return { available: before.available, release: () => {} };
+  if (!before.exists) return { available: 0, grew: false, release: () => {} };
+  if (before.available >= count) return { available: before.available, grew: false, release: () => {} };
   const file = `${poolDir(pageSize)}/nr_hugepages`;
   try {
     writeFileSync(file, String(before.total + count - before.available));
@@ -60,6 +60,7 @@ export function reserveHugepages(pageSize: number, count: number): { available: 
   let released = false;
   return {
     available: hugepagePool(pageSize).available,
+    grew: true,
     release: () => {
       if (released) return;
       released = true;

@@ -1,6 +1,13 @@
-import { after } from 'node:test';
 import { BACKING_INFO, type BackingSourceName } from '../../src/memory/backing.js';
 import { hugepagePool, reserveHugepages } from '../../src/memory/hugepages.js';
+
+// Pools this test process grew, and their size before: put back when the process exits,
+// whichever test file or suite asked first (suites are defined before any test runs, so
+// a per-suite release would empty the pool under a later suite).
+const grown = new Map<number, () => void>();
+process.on('exit', () => {
+  for (const release of grown.values()) release();
+});
 
 /**
  * Makes the machine ready for `source` at `bytes` (reserving hugepages when root, released
@@ -14,7 +21,7 @@ export function prepare(source: BackingSourceName, bytes: number): string | unde
   if (!hugepagePool(info.pageSize).exists) return `no ${info.pageSize / 2 ** 20} MiB hugepage pool in this kernel`;
   try {
     const r = reserveHugepages(info.pageSize, need);
-    after(() => r.release());
+    if (r.grew && !grown.has(info.pageSize)) grown.set(info.pageSize, r.release);
     if (r.available < need) return `only ${r.available} of ${need} hugepages could be reserved (memory fragmented?)`;
     return undefined;
   } catch (e) {
