@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <csignal>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -193,16 +194,19 @@ static Napi::Value PageSize(const Napi::CallbackInfo& info) {
   return Num(info.Env(), static_cast<double>(sysconf(_SC_PAGESIZE)));
 }
 
-// forkExit(status) -> child pid. The child calls _exit(status) at once: it exists only so
-// that the parent's mm is forked (userfaultfd's FORK event). Nothing else may run in the
-// child of a multi-threaded process. With UFFD_FEATURE_EVENT_FORK this call blocks until a
-// reader has read the FORK event, so never call it from the thread that reads events.
+// forkExit(status) -> child pid. The child exits with `status` at once: it exists only so
+// that the parent's mm is forked (userfaultfd's FORK event). With UFFD_FEATURE_EVENT_FORK
+// the parent sleeps in the kernel until a reader has read the FORK event, so the reader
+// must be another thread, and that thread must not need anything the forking thread
+// holds. glibc's fork() holds the malloc arena locks across the system call (its atfork
+// handling), which would deadlock a reader that allocates; so this is the raw clone system
+// call, and the child leaves through the raw exit_group without touching libc state.
 static Napi::Value ForkExit(const Napi::CallbackInfo& info) {
   int status = I32(info, 0);
-  pid_t pid = fork();
-  if (pid == 0) _exit(status);
-  if (pid < 0) ThrowErrno(info.Env(), "fork", errno);
-  return Num(info.Env(), pid);
+  long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+  if (pid == 0) syscall(SYS_exit_group, status);
+  if (pid < 0) ThrowErrno(info.Env(), "clone", errno);
+  return Num(info.Env(), static_cast<double>(pid));
 }
 
 // waitpid(pid) -> exit status (or 128 + signal)

@@ -6,12 +6,15 @@
 export class PostcopyError extends Error {
   override name = 'PostcopyError';
   readonly code: string;
+  /** What went wrong, without the remedy. */
+  readonly detail: string;
   /** What a person can do about it, when there is something to do. */
   readonly remedy: string | undefined;
 
-  constructor(code: string, message: string, remedy?: string) {
-    super(remedy ? `${message}. ${remedy}` : message);
+  constructor(code: string, detail: string, remedy?: string) {
+    super(remedy ? `${detail}. ${remedy}` : detail);
     this.code = code;
+    this.detail = detail;
     this.remedy = remedy;
   }
 }

@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { hva } from '../src/address.js';
 import { Backing, type BackingSourceName } from '../src/memory/backing.js';
 import { MiB } from '../src/memory/constants.js';
 import { Userfaultfd } from '../src/uffd/userfaultfd.js';

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { UnsupportedError } from '../errors.js';
 import { SystemError } from './errors.js';
 import type { Native } from './native.js';
 
@@ -15,9 +16,9 @@ function load(): Native {
     addon = require(path) as Native;
   } catch (e) {
     const reason = e instanceof Error ? e.message : String(e);
-    throw new Error(
-      `postcopy's native addon is not built (${reason}). Run \`npm install\` in the package ` +
-        'directory; it builds the addon with node-gyp (needs g++, make and python3).',
+    throw new UnsupportedError(
+      `postcopy's native addon is not built (${reason})`,
+      'Run `npm install` in the package directory; it builds the addon with node-gyp (needs g++, make and python3)',
     );
   }
   addon.setErrorClass(SystemError);

@@ -4,8 +4,10 @@ import { isSystemError } from '../native/errors.js';
 import type { FeatureName, IoctlName, RegisterModeName } from '../uffd/constants.js';
 import { Userfaultfd } from '../uffd/userfaultfd.js';
 import { formatSize } from '../util/format.js';
+import { KVM_MISSING_REMEDY } from '../kvm/system.js';
 import { Vm } from '../kvm/vm.js';
 import { type Finding, failed, missing, ok, skipped } from './finding.js';
+import { PERMISSION_REMEDY } from './userfaultfd.js';
 
 /** The modes tried on every source, in the order reports show them. */
 export const PROBED_MODES = ['MISSING', 'MINOR', 'WP'] as const satisfies readonly RegisterModeName[];
@@ -35,9 +37,6 @@ export interface BackingProbeContext {
   /** Grow an empty hugetlb pool by one page for the try, and shrink it back after. */
   readonly reserveHugepages: boolean;
 }
-
-const PERMISSION_REMEDY =
-  'Run as root, or give this user access to /dev/userfaultfd, or `sysctl vm.unprivileged_userfaultfd=1`';
 
 /**
  * What the seed 004 series ("KVM: guest_memfd: support for uffd minor") adds: without it,
@@ -132,7 +131,7 @@ function hugepageForProbe(info: BackingSourceInfo, reserve: boolean): { release:
     );
   } catch (e) {
     const f = failed(e, reserveRemedy(info.pageSize, 1));
-    return skipped(`not tried: ${f.detail}`, f.remedy ?? '');
+    return skipped(`not tried: ${f.detail}`, f.remedy ?? reserveRemedy(info.pageSize, 1));
   }
 }
 
@@ -143,7 +142,7 @@ export function probeBacking(source: BackingSourceName, context: BackingProbeCon
   }
   let createGuestMemfd: ((size: number) => number) | undefined;
   if (source === 'guest_memfd') {
-    if (!(context.vm instanceof Vm)) return notTried(info, skipped(`not tried: no KVM VM (${context.vm.detail})`, context.vm.remedy ?? ''));
+    if (!(context.vm instanceof Vm)) return notTried(info, skipped(`not tried: no KVM VM (${context.vm.detail})`, context.vm.remedy ?? KVM_MISSING_REMEDY));
     createGuestMemfd = context.vm.guestMemfdFactory();
   }
   let release = () => {};

@@ -31,11 +31,7 @@ export function skipped(detail: string, remedy: string): Finding {
  * (a PostcopyError says what to do), else `fallback`.
  */
 export function failed(e: unknown, fallback: string): Finding {
-  if (e instanceof PostcopyError) {
-    // PostcopyError's message already ends with the remedy; keep them apart here.
-    const detail = e.remedy ? e.message.slice(0, e.message.length - e.remedy.length).replace(/\.\s*$/, '') : e.message;
-    return missing(detail, e.remedy ?? fallback);
-  }
+  if (e instanceof PostcopyError) return missing(e.detail, e.remedy ?? fallback);
   return missing(e instanceof Error ? e.message : String(e), fallback);
 }
 

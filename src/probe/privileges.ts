@@ -3,7 +3,7 @@ import { KVM_DEVICE, KVM_PERMISSION_REMEDY } from '../kvm/system.js';
 import { reserveRemedy } from '../memory/hugepages.js';
 import { MiB } from '../memory/constants.js';
 import { type Finding, missing, ok } from './finding.js';
-import type { UserfaultfdReport } from './userfaultfd.js';
+import { PERMISSION_REMEDY, type UserfaultfdReport } from './userfaultfd.js';
 
 /** The capabilities (capabilities(7)) that matter here, by bit number. */
 const CAPABILITY_BITS = {
@@ -53,7 +53,7 @@ function userfaultfdGrounds(uffd: UserfaultfdReport, ptrace: boolean): Finding {
     if (uffd.unprivilegedSysctl === 1) return ok('vm.unprivileged_userfaultfd=1 allows userfaultfd(2)');
     return ok('userfaultfd(2) opens');
   }
-  return missing('neither CAP_SYS_PTRACE, nor /dev/userfaultfd access, nor vm.unprivileged_userfaultfd=1', uffd.usable.remedy ?? '');
+  return missing('neither CAP_SYS_PTRACE, nor /dev/userfaultfd access, nor vm.unprivileged_userfaultfd=1', uffd.usable.remedy ?? PERMISSION_REMEDY);
 }
 
 export function probePrivileges(uffd: UserfaultfdReport): PrivilegesReport {

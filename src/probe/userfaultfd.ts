@@ -38,7 +38,8 @@ export interface UserfaultfdReport {
   readonly ioctls: IoctlName[];
 }
 
-const PERMISSION_REMEDY =
+/** What to do when this process may not have a userfaultfd that sees kernel-mode faults. */
+export const PERMISSION_REMEDY =
   'Run as root (CAP_SYS_PTRACE), or give this user access to /dev/userfaultfd (`chmod 0666 /dev/userfaultfd`, ' +
   'an ACL or a udev rule), or allow unprivileged use with `sysctl vm.unprivileged_userfaultfd=1`';
 const NO_UFFD_REMEDY = 'Use a kernel built with CONFIG_USERFAULTFD=y';
@@ -94,13 +95,7 @@ function readSysctl(): number | null {
 function queryApi(full: boolean, userModeOnly: boolean): ApiInfo | undefined {
   if (full) return Userfaultfd.query();
   if (!userModeOnly) return undefined;
-  const { fd } = Userfaultfd.rawOpen(OpenFlag.CLOEXEC | OpenFlag.USER_MODE_ONLY, 'syscall');
-  try {
-    const [features, ioctls] = native.uffdApi(fd, 0n);
-    return { features, ioctls };
-  } finally {
-    native.close(fd);
-  }
+  return Userfaultfd.query('syscall', { userModeOnly: true });
 }
 
 export function probeUserfaultfd(): UserfaultfdReport {

@@ -140,9 +140,13 @@ export class Userfaultfd {
     }
   }
 
-  /** What this kernel's UFFDIO_API offers, asked on a scratch descriptor. */
-  static query(via: OpenOptions['via'] = 'auto'): ApiInfo {
-    const { fd } = Userfaultfd.rawOpen(OpenFlag.CLOEXEC, via);
+  /**
+   * What this kernel's UFFDIO_API offers, asked on a scratch descriptor (UFFDIO_API can be
+   * called once per descriptor, and it reports everything the kernel supports).
+   */
+  static query(via: OpenOptions['via'] = 'auto', options: { userModeOnly?: boolean } = {}): ApiInfo {
+    const flags = OpenFlag.CLOEXEC | (options.userModeOnly ? OpenFlag.USER_MODE_ONLY : 0);
+    const { fd } = Userfaultfd.rawOpen(flags, via);
     try {
       const [features, ioctls] = native.uffdApi(fd, 0n);
       return { features, ioctls };
@@ -157,7 +161,7 @@ export class Userfaultfd {
    */
   static open(options: OpenOptions = {}): Userfaultfd {
     const wanted = featureBits(options.features);
-    const available = Userfaultfd.query(options.via);
+    const available = Userfaultfd.query(options.via, { userModeOnly: options.userModeOnly });
     const missing = wanted & ~available.features;
     if (missing !== 0n) {
       throw new UnsupportedError(
