@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <string>
@@ -189,6 +190,13 @@ static Napi::Value Gettid(const Napi::CallbackInfo& info) {
 // getcpu() -> the CPU the calling thread runs on now
 static Napi::Value Getcpu(const Napi::CallbackInfo& info) { return Num(info.Env(), sched_getcpu()); }
 
+// threadCpuNs() -> CPU time the calling thread has used, in nanoseconds
+static Napi::Value ThreadCpuNs(const Napi::CallbackInfo& info) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return Num(info.Env(), static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec));
+}
+
 // pageSize() -> the base page size
 static Napi::Value PageSize(const Napi::CallbackInfo& info) {
   return Num(info.Env(), static_cast<double>(sysconf(_SC_PAGESIZE)));
@@ -236,6 +244,7 @@ void InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("getAffinity", Napi::Function::New(env, GetAffinity, "getAffinity"));
   exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
   exports.Set("getcpu", Napi::Function::New(env, Getcpu, "getcpu"));
+  exports.Set("threadCpuNs", Napi::Function::New(env, ThreadCpuNs, "threadCpuNs"));
   exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
   exports.Set("forkExit", Napi::Function::New(env, ForkExit, "forkExit"));
   exports.Set("waitpid", Napi::Function::New(env, Waitpid, "waitpid"));

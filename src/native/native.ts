@@ -54,6 +54,8 @@ export interface Native {
   getAffinity(tid: number): number[];
   gettid(): number;
   getcpu(): number;
+  /** CPU time used by the calling thread (CLOCK_THREAD_CPUTIME_ID), ns. */
+  threadCpuNs(): number;
   pageSize(): number;
   forkExit(status: number): number;
   waitpid(pid: number): number;
