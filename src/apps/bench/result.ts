@@ -1,0 +1,37 @@
+import type { PagerStats } from '../../pager/pager.js';
+import type { BenchOptions } from './options.js';
+
+/** What one vCPU (or --vcpu-threads toucher) reports at the end of its pass. */
+export interface VcpuResult {
+  readonly index: number;
+  /** Its own time from start to the end of its pass, ns (seed 003: rates from each vCPU's own time). */
+  readonly ns: number;
+  readonly accesses: number;
+  readonly mismatches: number;
+  /** Guest-physical address of the first page that failed verification; 0 if none. */
+  readonly firstMismatch: number;
+  readonly cpuNs: number;
+  readonly threadId: number;
+}
+
+/** Everything one benchmark run measured. */
+export interface BenchResult {
+  readonly options: BenchOptions;
+  readonly backend: 'kvm' | 'threads';
+  readonly testMemory: { readonly start: number; readonly end: number };
+  /** Wall time from starting the vCPUs to the last one finishing, ns. */
+  readonly totalNs: number;
+  readonly vcpus: readonly VcpuResult[];
+  /** Fault readers' figures; undefined without userfaultfd. */
+  readonly pager: PagerStats | undefined;
+  /** Faults that went through userfaultfd that the run expected: one per backing page touched. */
+  readonly expectedFaults: number;
+  readonly placement: Placement;
+}
+
+/** Where vCPUs and readers ran, and why. */
+export interface Placement {
+  readonly vcpuCpus: readonly (readonly number[])[];
+  readonly readerCpus: readonly (readonly number[])[];
+  readonly reason: string;
+}
