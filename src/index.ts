@@ -24,3 +24,15 @@ export {
 export { Kvm, KVM_DEVICE } from './kvm/system.js';
 export { Vm, GUEST_MEMFD_MAPPABLE } from './kvm/vm.js';
 export * from './probe/index.js';
+export { KvmExitReason, KvmInternalError, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_MEMORY_EXIT_FLAG_PRIVATE, exitReasonName, type KvmExitReasonName } from './kvm/constants.js';
+export { type MemoryRegion } from './kvm/vm.js';
+export { Vcpu, type VcpuHandle } from './kvm/vcpu.js';
+export * from './kvm/exit.js';
+export type { Regs, Sregs, Segment, DTable } from './kvm/x86/regs.js';
+export type { CpuidEntry } from './kvm/x86/cpuid.js';
+export { GuestVm, createGuestVm, type GuestSlot, type GuestVmOptions, type SystemSlot } from './kvm/guest-vm.js';
+export { GuestPort, EXCEPTION_NAMES, type GuestProgram } from './kvm/guest/program.js';
+export * from './kvm/guest/bench-program.js';
+export type { SystemLayout } from './kvm/guest/system-image.js';
+export { VcpuThread, StartGate, runVcpus, type VcpuThreadOptions } from './kvm/vcpu-thread.js';
+export type * from './kvm/vcpu-run.js';

@@ -48,6 +48,10 @@ export const StructSize = {
   kvm_regs: 144,
   /** struct kvm_sregs (x86_64) */
   kvm_sregs: 312,
+  /** struct kvm_cpuid2 { u32 nent, padding; struct kvm_cpuid_entry2 entries[]; }: the header the ioctl number encodes. */
+  kvm_cpuid2: 8,
+  /** struct kvm_cpuid_entry2 { u32 function, index, flags, eax, ebx, ecx, edx, padding[3]; } */
+  kvm_cpuid_entry2: 40,
 } as const;
 
 /**
@@ -64,6 +68,8 @@ export const KvmIoctl = {
   KVM_CHECK_EXTENSION: _IO(KVMIO, 0x03),
   /** Size of the kvm_run area to mmap on each vCPU fd. */
   KVM_GET_VCPU_MMAP_SIZE: _IO(KVMIO, 0x04),
+  /** Fills a kvm_cpuid2 with what this KVM can expose; E2BIG when `nent` is too small. */
+  KVM_GET_SUPPORTED_CPUID: _IOWR(KVMIO, 0x05, StructSize.kvm_cpuid2),
 
   // VM ioctls
   /** arg: the vCPU id. Returns a vCPU fd. */
@@ -85,6 +91,8 @@ export const KvmIoctl = {
   KVM_SET_REGS: _IOW(KVMIO, 0x82, StructSize.kvm_regs),
   KVM_GET_SREGS: _IOR(KVMIO, 0x83, StructSize.kvm_sregs),
   KVM_SET_SREGS: _IOW(KVMIO, 0x84, StructSize.kvm_sregs),
+  KVM_SET_CPUID2: _IOW(KVMIO, 0x90, StructSize.kvm_cpuid2),
+  KVM_GET_CPUID2: _IOWR(KVMIO, 0x91, StructSize.kvm_cpuid2),
 } as const;
 export type KvmIoctlName = keyof typeof KvmIoctl;
 
@@ -152,3 +160,60 @@ export function flagNames<K extends string>(table: Record<K, number>, mask: numb
 export function vmTypeNames(mask: number): VmTypeName[] {
   return (Object.keys(VmType) as VmTypeName[]).filter((k) => (mask >> VmType[k]) & 1);
 }
+
+/** kvm_run.exit_reason (KVM_EXIT_*), for x86 and the generic ones. */
+export const KvmExitReason = {
+  KVM_EXIT_UNKNOWN: 0,
+  KVM_EXIT_EXCEPTION: 1,
+  KVM_EXIT_IO: 2,
+  KVM_EXIT_HYPERCALL: 3,
+  KVM_EXIT_DEBUG: 4,
+  KVM_EXIT_HLT: 5,
+  KVM_EXIT_MMIO: 6,
+  KVM_EXIT_IRQ_WINDOW_OPEN: 7,
+  KVM_EXIT_SHUTDOWN: 8,
+  KVM_EXIT_FAIL_ENTRY: 9,
+  KVM_EXIT_INTR: 10,
+  KVM_EXIT_SET_TPR: 11,
+  KVM_EXIT_TPR_ACCESS: 12,
+  KVM_EXIT_NMI: 16,
+  KVM_EXIT_INTERNAL_ERROR: 17,
+  KVM_EXIT_SYSTEM_EVENT: 24,
+  KVM_EXIT_IOAPIC_EOI: 26,
+  KVM_EXIT_HYPERV: 27,
+  KVM_EXIT_X86_RDMSR: 29,
+  KVM_EXIT_X86_WRMSR: 30,
+  KVM_EXIT_DIRTY_RING_FULL: 31,
+  KVM_EXIT_X86_BUS_LOCK: 33,
+  KVM_EXIT_XEN: 34,
+  KVM_EXIT_NOTIFY: 37,
+  /** Needs KVM_CAP_MEMORY_FAULT_INFO; KVM_RUN returns -1/EFAULT (or EHWPOISON) with this reason. */
+  KVM_EXIT_MEMORY_FAULT: 39,
+  KVM_EXIT_TDX: 40,
+} as const;
+export type KvmExitReasonName = keyof typeof KvmExitReason;
+
+/** The KVM_EXIT_* name of an exit_reason value, or `exit N` for one this table lacks. */
+export function exitReasonName(code: number): string {
+  for (const [name, value] of Object.entries(KvmExitReason)) if (value === code) return name;
+  return `exit ${code}`;
+}
+
+/** kvm_run.internal.suberror (KVM_INTERNAL_ERROR_*) */
+export const KvmInternalError = {
+  /** KVM's instruction emulator could not emulate the instruction at RIP. */
+  KVM_INTERNAL_ERROR_EMULATION: 1,
+  /** An exception was raised while delivering another (e.g. a fault on the IDT itself). */
+  KVM_INTERNAL_ERROR_SIMUL_EX: 2,
+  /** An exit happened while an event was being delivered, which KVM cannot resume. */
+  KVM_INTERNAL_ERROR_DELIVERY_EV: 3,
+  /** The hardware (or PVM) reported an exit reason KVM does not handle. */
+  KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: 4,
+} as const;
+
+/** kvm_run.io.direction */
+export const KVM_EXIT_IO_IN = 0;
+export const KVM_EXIT_IO_OUT = 1;
+
+/** kvm_run.memory_fault.flags */
+export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3;

@@ -3,6 +3,7 @@ import { native } from '../native/binding.js';
 import { isSystemError } from '../native/errors.js';
 import { KvmIoctl, KVM_API_VERSION, type KvmCapName, VmType } from './constants.js';
 import { Vm, capNumber } from './vm.js';
+import { type CpuidEntry, cpuidBuffer, unpackCpuid } from './x86/cpuid.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 
@@ -26,6 +27,8 @@ export class Kvm {
   readonly apiVersion: number;
   readonly path: string;
   #closed = false;
+  #vcpuMmapSize: number | undefined;
+  #supportedCpuid: CpuidEntry[] | undefined;
 
   private constructor(fd: number, apiVersion: number, path: string) {
     this.fd = fd;
@@ -78,12 +81,35 @@ export class Kvm {
     return native.ioctl(this.fd, KvmIoctl.KVM_CHECK_EXTENSION, capNumber(cap), 'KVM_CHECK_EXTENSION');
   }
 
+  /** KVM_GET_VCPU_MMAP_SIZE: the bytes of each vCPU's kvm_run mapping (and the pages after it). */
+  vcpuMmapSize(): number {
+    this.#check('vcpuMmapSize');
+    this.#vcpuMmapSize ??= native.ioctl(this.fd, KvmIoctl.KVM_GET_VCPU_MMAP_SIZE, 0, 'KVM_GET_VCPU_MMAP_SIZE');
+    return this.#vcpuMmapSize;
+  }
+
+  /**
+   * KVM_GET_SUPPORTED_CPUID: every CPUID leaf this KVM can expose to a guest. Given to each
+   * vCPU with KVM_SET_CPUID2 (as the selftests do), it is what lets the guest use long mode
+   * and physical addresses beyond 36 bits.
+   */
+  supportedCpuid(): CpuidEntry[] {
+    this.#check('supportedCpuid');
+    if (!this.#supportedCpuid) {
+      const buf = cpuidBuffer();
+      native.ioctl(this.fd, KvmIoctl.KVM_GET_SUPPORTED_CPUID, buf, 'KVM_GET_SUPPORTED_CPUID');
+      this.#supportedCpuid = unpackCpuid(buf);
+    }
+    return this.#supportedCpuid.map((e) => ({ ...e }));
+  }
+
   /** KVM_CREATE_VM of machine `type` (VmType; default KVM_X86_DEFAULT_VM). */
   createVm(type: number = VmType.KVM_X86_DEFAULT_VM): Vm {
     this.#check('createVm');
+    const mmapSize = this.vcpuMmapSize();
     for (let attempt = 0; ; attempt++) {
       try {
-        return new Vm(native.ioctl(this.fd, KvmIoctl.KVM_CREATE_VM, type, 'KVM_CREATE_VM'), type);
+        return new Vm(native.ioctl(this.fd, KvmIoctl.KVM_CREATE_VM, type, 'KVM_CREATE_VM'), type, mmapSize);
       } catch (e) {
         // KVM_CREATE_VM can answer EINTR when a signal arrives while it sets the VM up;
         // QEMU retries it the same way.

@@ -1,6 +1,5 @@
-import { Worker } from 'node:worker_threads';
 import { gpa } from '../../address.js';
-import { UnsupportedError } from '../../errors.js';
+import { PostcopyError, UnsupportedError } from '../../errors.js';
 import { Backing } from '../../memory/backing.js';
 import { GuestMemory, type GuestRegion } from '../../memory/guest-memory.js';
 import { isSystemError } from '../../native/errors.js';
@@ -9,9 +8,14 @@ import type { Resolution } from '../../pager/resolution.js';
 import type { FeatureName } from '../../uffd/constants.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { GUEST_PAGE, TEST_MEMORY_GPA, type BenchOptions, testMemoryBytes, uffdPageSize } from './options.js';
-import { writePatterns } from './pattern.js';
-import type { BenchResult, Placement, VcpuResult } from './result.js';
-import type { ToucherConfig } from './toucher.worker.js';
+import { fillPattern } from '../../kvm/guest/bench-program.js';
+import { Kvm } from '../../kvm/system.js';
+import type { Vm } from '../../kvm/vm.js';
+import { seed64 } from './pattern.js';
+import { slice } from './slices.js';
+import { runKvm } from './vcpus-kvm.js';
+import { runThreads } from './vcpus-threads.js';
+import type { BenchResult, Placement } from './result.js';
 
 /** Progress events, for a display on a terminal. */
 export type BenchEvent =
@@ -32,12 +36,6 @@ function featuresFor(o: BenchOptions): FeatureName[] {
   if (o.mode === 'MINOR') return [hugetlb ? 'MINOR_HUGETLBFS' : 'MINOR_SHMEM'];
   if (hugetlb) return ['MISSING_HUGETLBFS'];
   return shared ? ['MISSING_SHMEM'] : [];
-}
-
-/** The slice of guest memory vCPU i pages: its own, or everybody's with -o. */
-function slice(o: BenchOptions, region: GuestRegion, i: number): { host: number; gpa: number; bytes: number } {
-  const offset = o.overlap ? 0 : i * o.bytesPerVcpu;
-  return { host: region.host + offset, gpa: region.guestAddress + offset, bytes: o.bytesPerVcpu };
 }
 
 function placement(o: BenchOptions): Placement {
@@ -83,63 +81,52 @@ function registerUffds(o: BenchOptions, region: GuestRegion): Userfaultfd[] {
   }
 }
 
-/** Runs the touchers (--vcpu-threads) and returns their results in vCPU order. */
-async function runThreads(o: BenchOptions, region: GuestRegion, place: Placement, hooks: BenchHooks): Promise<{ totalNs: number; vcpus: VcpuResult[] }> {
-  const go = new SharedArrayBuffer(4);
-  const workers: Worker[] = [];
-  const readies: Promise<void>[] = [];
-  const results: Promise<VcpuResult>[] = [];
-  let done = 0;
-  for (let i = 0; i < o.vcpus; i++) {
-    const s = slice(o, region, i);
-    const config: ToucherConfig = {
-      index: i,
-      host: s.host,
-      gpa: s.gpa,
-      bytes: s.bytes,
-      stride: GUEST_PAGE,
-      seed: o.seed,
-      verify: o.verify,
-      writePercent: o.writePercent,
-      randomAccess: o.randomAccess,
-      cpus: place.vcpuCpus[i] ? [...place.vcpuCpus[i]!] : [],
-      go,
-    };
-    const w = new Worker(new URL('./toucher.worker.js', import.meta.url), { workerData: config });
-    workers.push(w);
-    let ready!: () => void;
-    readies.push(new Promise((r) => (ready = r)));
-    results.push(
-      new Promise((resolve, reject) => {
-        w.on('message', (m: { ready?: boolean; result?: VcpuResult }) => {
-          if (m.ready) ready();
-          if (m.result) {
-            hooks.onEvent?.({ phase: 'vcpu-done', index: i, done: ++done, of: o.vcpus });
-            resolve(m.result);
-          }
-        });
-        w.on('error', reject);
-        w.on('exit', (code) => reject(new Error(`vCPU thread ${i} exited (${code}) before reporting`)));
-      }),
-    );
-  }
+/** /dev/kvm, or why not and what to do, including running without KVM. */
+function openKvm(): Kvm {
   try {
-    await Promise.all(readies);
-    hooks.onEvent?.({ phase: 'started' });
-    const t0 = process.hrtime.bigint();
-    Atomics.store(new Int32Array(go), 0, 1);
-    Atomics.notify(new Int32Array(go), 0);
-    const vcpus = await Promise.all(results);
-    return { totalNs: Number(process.hrtime.bigint() - t0), vcpus };
-  } finally {
-    await Promise.all(workers.map((w) => w.terminate()));
+    return Kvm.open();
+  } catch (e) {
+    if (e instanceof PostcopyError && e.remedy) {
+      throw new UnsupportedError(e.detail, `${e.remedy}; or run the same experiment on plain threads with --vcpu-threads`);
+    }
+    throw e;
   }
+}
+
+/**
+ * --vcpu-threads with guest_memfd: there is no guest to run, but a guest_memfd still needs
+ * a VM to be made by; without /dev/kvm there is none.
+ */
+function standaloneGuestMemfd(o: BenchOptions): ((size: number) => number) | undefined {
+  if (o.source !== 'guest_memfd') return undefined;
+  const kvm = Kvm.open();
+  const vm = kvm.createVm();
+  return (size) => {
+    try {
+      return vm.createGuestMemfd(size);
+    } finally {
+      vm.close();
+      kvm.close();
+    }
+  };
 }
 
 /** One run of the demand paging benchmark. */
 export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise<BenchResult> {
   const size = testMemoryBytes(o);
-  const memory = GuestMemory.create([{ guestAddress: gpa(TEST_MEMORY_GPA), size, source: o.source }]);
+  // A guest_memfd belongs to the VM it was made by, so with KVM the VM comes first.
+  const kvm = o.vcpuThreads ? undefined : openKvm();
+  let vm: Vm | undefined;
+  let memory: GuestMemory;
+  try {
+    if (kvm && o.source === 'guest_memfd') vm = kvm.createVm();
+    const createGuestMemfd = vm?.guestMemfdFactory() ?? standaloneGuestMemfd(o);
+    memory = GuestMemory.create([{ guestAddress: gpa(TEST_MEMORY_GPA), size, source: o.source }], createGuestMemfd ? { createGuestMemfd } : {});
+  } catch (e) {
+    vm?.close();
+    kvm?.close();
+    throw e;
+  }
   let source: Backing | undefined;
   const uffds: Userfaultfd[] = [];
   let pager: Pager | undefined;
@@ -154,10 +141,10 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
     let resolution: Resolution | undefined;
     if (o.mode === 'MISSING') {
       source = Backing.create('anonymous', size);
-      writePatterns(source.primary.bytes(), region.guestAddress, o.seed, GUEST_PAGE);
+      fillPattern(source.primary.bytes(), region.guestAddress, seed64(o.seed), GUEST_PAGE);
       resolution = { kind: 'copy', regionStart: region.host, source: source.primary.address };
     } else if (region.alias !== undefined) {
-      writePatterns(region.backing.alias!.bytes(), region.guestAddress, o.seed, GUEST_PAGE);
+      fillPattern(region.backing.alias!.bytes(), region.guestAddress, seed64(o.seed), GUEST_PAGE);
       if (o.mode === 'MINOR') resolution = { kind: 'continue' };
     }
     const place = placement(o);
@@ -174,7 +161,10 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
     }
     hooks.onEvent?.({ phase: 'ready', testMemory: { start: region.guestAddress, end: region.end } });
     const verify = o.verify && (o.mode !== undefined || region.alias !== undefined);
-    const run = await runThreads({ ...o, verify }, region, place, hooks);
+    const run = kvm
+      ? await runKvm(kvm, vm, { ...o, verify }, region, place, hooks)
+      : await runThreads({ ...o, verify }, region, place, hooks);
+    vm = undefined; // the guest VM took it over and closed it
     hooks.onEvent?.({ phase: 'joined' });
     if (pager) {
       stats = await pager.stop();
@@ -183,7 +173,7 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
     const touchedBytes = o.randomAccess ? NaN : size;
     return {
       options: { ...o, verify },
-      backend: 'threads',
+      backend: kvm ? 'kvm' : 'threads',
       testMemory: { start: region.guestAddress, end: region.end },
       totalNs: run.totalNs,
       vcpus: run.vcpus,
@@ -196,5 +186,7 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
     for (const u of uffds) u.close();
     source?.close();
     memory.close();
+    vm?.close();
+    kvm?.close();
   }
 }

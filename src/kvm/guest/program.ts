@@ -1,0 +1,45 @@
+/**
+ * A guest program: position-independent x86-64 machine code, assembled once from the
+ * listing kept next to it (test/kvm-guest.test.ts re-assembles the listing with `as` and
+ * checks the bytes), plus the offsets of the symbols the host needs.
+ */
+export interface GuestProgram {
+  readonly name: string;
+  /** GNU as source (AT&T syntax, .code64). */
+  readonly listing: string;
+  /** The assembled .text section. */
+  readonly code: Uint8Array;
+  /** Offsets into `code` of global symbols: at least `entry` and `exception_stubs`. */
+  readonly symbols: Readonly<Record<'entry' | 'exception_stubs', number>>;
+  /**
+   * Bytes between consecutive exception stubs: stub for vector v is at
+   * exception_stubs + v * stride, for v in 0..31 (the IDT points each gate there).
+   */
+  readonly exceptionStubStride: number;
+}
+
+/**
+ * The ports our guests report through with OUT (a port-I/O exit is the cheapest way out of
+ * a guest that every KVM supports; no device model needed).
+ */
+export const GuestPort = {
+  /** The program finished; results are in its registers (see each program). Repeats if run again. */
+  DONE: 0x10,
+  /** A CPU exception: EAX = vector, RBX = error code, RCX = faulting RIP, RDX = CR2. Repeats if run again. */
+  EXCEPTION: 0x11,
+} as const;
+
+/** The x86 exception vector names, for messages. */
+export const EXCEPTION_NAMES: readonly string[] = [
+  '#DE', '#DB', 'NMI', '#BP', '#OF', '#BR', '#UD', '#NM', '#DF', 'vector 9', '#TS', '#NP', '#SS', '#GP', '#PF', 'vector 15',
+  '#MF', '#AC', '#MC', '#XM', '#VE', '#CP', 'vector 22', 'vector 23', 'vector 24', 'vector 25', 'vector 26', 'vector 27',
+  '#HV', '#VC', '#SX', 'vector 31',
+];
+
+/** Decodes a hex string (whitespace ignored) into bytes. */
+export function hexBytes(text: string): Uint8Array {
+  const clean = text.replace(/\s+/g, '');
+  const out = new Uint8Array(clean.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
