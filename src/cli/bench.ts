@@ -40,6 +40,7 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
     d: { type: 'string' },
     o: { type: 'boolean' },
     c: { type: 'string' },
+    m: { type: 'string', multiple: true },
     w: { type: 'boolean' },
     json: { type: 'boolean' },
     'no-verify': { type: 'boolean' },
@@ -48,6 +49,10 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
     seed: { type: 'string' },
     'vcpu-threads': { type: 'boolean' },
   });
+  // -m: the kernel test's guest mode IDs; x86-64 has one, "PA-bits:ANY, VA-bits:48, 4K pages" (9).
+  for (const m of values.m ?? []) {
+    if (m !== '9') throw usage(`-m ${m}: only guest mode 9 (PA-bits:ANY, VA-bits:48,  4K pages) exists on x86-64`);
+  }
   let mode: BenchOptions['mode'];
   if (values.u !== undefined) {
     const u = values.u.toUpperCase();
@@ -115,6 +120,7 @@ export const benchCommand: Command = {
     ['-d <usec>', 'delay each fault resolution by this long, to simulate fetching the page'],
     ['-o', 'all vCPUs touch the same memory instead of a slice each (implies -a)'],
     ['-c <cpus>', 'pin vCPU i to the i-th CPU of the list; one extra CPU pins the fault readers'],
+    ['-m 9', "guest mode (accepted for the kernel test's scripts; x86-64 has only mode 9)"],
     ['-w', 'memory-fault exits instead of sleeping in userfaultfd (needs KVM_CAP_USERFAULT_ON_MISSING)'],
     ['--json', 'print every figure as JSON instead of the kernel test\'s lines'],
     ['--no-verify', 'do not check page contents in the guest'],

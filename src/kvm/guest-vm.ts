@@ -22,6 +22,8 @@ import type { Regs } from './x86/regs.js';
 /** A caller's memory slot: a slot number and the region it maps. */
 export interface GuestSlot extends MemoryRegion {
   readonly slot: number;
+  /** The guest's page size for this slot in its page tables: 2 MiB (default) or 4 KiB, as memstress maps test memory. */
+  readonly guestPageSize?: 4096 | 2097152;
 }
 
 export interface GuestVmOptions {
@@ -88,7 +90,7 @@ export class GuestVm {
     if (options.systemSlot === undefined) while (used.has(systemSlot)) systemSlot++;
     else if (used.has(systemSlot)) throw new InvalidArgumentError(`system slot ${systemSlot} is also a caller's slot`);
 
-    const ranges = slots.map((s) => ({ start: s.guestAddress as number, size: s.size }));
+    const ranges = slots.map((s) => ({ start: s.guestAddress as number, size: s.size, ...(s.guestPageSize ? { pageSize: s.guestPageSize } : {}) }));
     const size = systemImageSize(systemAddress, program, count, ranges);
     for (const r of ranges) {
       if (r.start < systemAddress + size && systemAddress < r.start + r.size) {
@@ -107,7 +109,7 @@ export class GuestVm {
       const layout = buildSystemImage(memory.bytes(), systemAddress, { program, vcpus: count, ranges, physicalBits });
       vm ??= kvm.createVm(options.vmType);
       vm.setUserMemoryRegion(systemSlot, { guestAddress: systemAddress, size, userspaceAddress: memory.address });
-      for (const s of slots) vm.setUserMemoryRegion(s.slot, s);
+      for (const { guestPageSize: _, slot, ...region } of slots) vm.setUserMemoryRegion(slot, region);
       const vcpus: Vcpu[] = [];
       for (let id = 0; id < count; id++) {
         const vcpu = vm.createVcpu(id);

@@ -1,22 +1,12 @@
 /**
  * The page pattern the guest verifies: the first 8 bytes of the guest page at
  * guest-physical address `gpa` hold `gpa ^ seed64`, where seed64 repeats the 32-bit
- * seed in both halves. A page mapped at the wrong place, or not filled, shows.
+ * seed in both halves. A page mapped at the wrong place, or not filled, shows. The host
+ * writes it with fillPattern (kvm/guest/bench-program.ts); the guest program checks it.
  */
 export function seed64(seed: number): bigint {
   const s = BigInt(seed >>> 0);
   return (s << 32n) | s;
-}
-
-/** Writes the pattern into the first 8 bytes of every `stride`-sized page of `bytes`, which holds guest memory from `gpa`. */
-export function writePatterns(bytes: Uint8Array, gpa: number, seed: number, stride: number): void {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const s = seed >>> 0;
-  for (let off = 0; off < bytes.byteLength; off += stride) {
-    const a = gpa + off;
-    view.setUint32(off, ((a % 0x1_0000_0000) ^ s) >>> 0, true);
-    view.setUint32(off + 4, (Math.floor(a / 0x1_0000_0000) ^ s) >>> 0, true);
-  }
 }
 
 /** Whether the page at offset `off` of `view` (guest-physical `gpa`) holds its pattern. */

@@ -24,7 +24,8 @@ export async function runKvm(kvm: Kvm, vm: Vm | undefined, o: BenchOptions, regi
   const g = createGuestVm({
     kvm,
     ...(vm ? { vm } : {}),
-    slots: [{ slot: TEST_SLOT, guestAddress: region.guestAddress, size: region.size, userspaceAddress: region.host, ...(guestMemfd ? { guestMemfd } : {}) }],
+    // 4 KiB guest pages over test memory, as memstress maps it: the kernel test's guest mode.
+    slots: [{ slot: TEST_SLOT, guestAddress: region.guestAddress, size: region.size, userspaceAddress: region.host, guestPageSize: GUEST_PAGE, ...(guestMemfd ? { guestMemfd } : {}) }],
     vcpus: o.vcpus,
   });
   try {

@@ -1,9 +1,11 @@
 /**
  * Identity-mapped 4-level page tables (guest-virtual == guest-physical) built by the host
  * in guest memory it writes directly: PML4 -> PDPT -> PD, the PDs mapping 2 MiB pages
- * (PS bit), like the selftests' __virt_pg_map at PG_LEVEL_2M. 2 MiB pages are in every
- * x86-64 CPU (1 GiB pages need CPUID.PDPE1GB) and keep the tables small: 4 KiB of PD per
- * GiB mapped, 256 KiB for 64 GiB.
+ * (PS bit), like the selftests' __virt_pg_map at PG_LEVEL_2M, or PTs mapping 4 KiB pages
+ * where a range asks for them. 2 MiB pages keep the tables small (4 KiB of PD per GiB);
+ * 4 KiB pages are what memstress maps test memory with ("4K pages" in the guest mode),
+ * and with shadow paging (this host's page-table based KVM) the guest's page size changes
+ * what every first touch costs, so a benchmark comparable with the kernel's uses them.
  */
 import { InvalidArgumentError } from '../../errors.js';
 import { formatRange, hex } from '../../util/format.js';
@@ -32,10 +34,11 @@ export interface PageTableArena {
   writeEntry(table: number, index: number, value: bigint): void;
 }
 
-/** A guest-physical range to map. */
+/** A guest-physical range to map, in 2 MiB pages unless `pageSize` says 4 KiB. */
 export interface IdentityRange {
   readonly start: number;
   readonly size: number;
+  readonly pageSize?: typeof PAGE_SIZE | typeof LARGE_PAGE_SIZE;
 }
 
 /**
@@ -45,14 +48,18 @@ export interface IdentityRange {
 export function identityMapPages(ranges: readonly IdentityRange[]): number {
   const pdpts = new Set<number>();
   const pds = new Set<number>();
+  const pts = new Set<number>();
   for (const r of ranges) {
     if (r.size <= 0) continue;
     for (let gib = Math.floor(r.start / 2 ** 30); gib <= Math.floor((r.start + r.size - 1) / 2 ** 30); gib++) {
       pds.add(gib);
       pdpts.add(Math.floor(gib / ENTRIES));
     }
+    if (r.pageSize === PAGE_SIZE) {
+      for (let l = Math.floor(r.start / LARGE_PAGE_SIZE); l <= Math.floor((r.start + r.size - 1) / LARGE_PAGE_SIZE); l++) pts.add(l);
+    }
   }
-  return 1 + pdpts.size + pds.size;
+  return 1 + pdpts.size + pds.size + pts.size;
 }
 
 /**
@@ -71,10 +78,12 @@ export function buildIdentityMap(arena: PageTableArena, ranges: readonly Identit
   }
   const upper = Pte.PRESENT | Pte.WRITABLE | Pte.ACCESSED;
   const leaf = Pte.PRESENT | Pte.WRITABLE | Pte.ACCESSED | Pte.DIRTY | Pte.LARGE;
+  const leaf4k = Pte.PRESENT | Pte.WRITABLE;
   const pml4 = arena.allocPage();
   const pdpts = new Map<number, number>(); // PML4 index -> PDPT gpa
   const pds = new Map<number, number>(); // GiB number -> PD gpa
   const mapped = new Set<number>(); // 2 MiB page numbers
+  const pts = new Map<number, number>(); // 2 MiB page number -> PT gpa
 
   for (const r of ranges) {
     if (r.size === 0) continue;
@@ -98,7 +107,22 @@ export function buildIdentityMap(arena: PageTableArena, ranges: readonly Identit
         pds.set(gib, pd);
         arena.writeEntry(pdpt, gib % ENTRIES, BigInt(pd) | upper);
       }
-      arena.writeEntry(pd, page % ENTRIES, BigInt(address) | leaf);
+      if (r.pageSize !== PAGE_SIZE) {
+        arena.writeEntry(pd, page % ENTRIES, BigInt(address) | leaf);
+        continue;
+      }
+      // 4 KiB pages: a page table for this 2 MiB, mapping just the range's pages in it.
+      let pt = pts.get(page);
+      if (pt === undefined) {
+        pt = arena.allocPage();
+        pts.set(page, pt);
+        arena.writeEntry(pd, page % ENTRIES, BigInt(pt) | upper);
+      }
+      const from = Math.max(r.start, address);
+      const to = Math.min(r.start + r.size, address + LARGE_PAGE_SIZE);
+      for (let a = from - (from % PAGE_SIZE); a < to; a += PAGE_SIZE) {
+        arena.writeEntry(pt, (a - address) / PAGE_SIZE, BigInt(a) | leaf4k);
+      }
     }
   }
   return pml4;
