@@ -15,8 +15,6 @@ import { prepare } from './helpers/requirements.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const KVM = existsSync('/dev/kvm');
-// Read before any test reserves pages for itself.
-const POOL_AT_START = hugepagePool(2 * 2 ** 20);
 
 function bench(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, 'bench', ...args], { encoding: 'utf8', timeout: 120_000 });
@@ -117,9 +115,37 @@ describe('bench refusals: one line, the remedy, a meaningful exit code', () => {
     });
   }
 
-  test('hugetlb with no hugepages reserved: exit 3, says how to reserve them', { skip: POOL_AT_START.available > 0 ? `${POOL_AT_START.available} hugepages were free here; the refusal cannot be shown` : undefined }, () => {
-    const r = bench('-u', 'MISSING', '-s', 'anonymous_hugetlb', '-b', '4M');
+  test('hugetlb with too few hugepages reserved: exit 3, says how to reserve them', () => {
+    // Ask for one page more than the pool has free, whatever this machine's pool holds.
+    const want = hugepagePool(2 * 2 ** 20).available + 1;
+    const r = bench('-u', 'MISSING', '-s', 'anonymous_hugetlb', '-b', `${want * 2}M`);
     assert.equal(r.code, 3, r.err);
-    assert.match(r.err, /hugepages.*nr_hugepages/);
+    assert.match(r.err, new RegExp(`needs ${want} 2 MiB hugepages.*nr_hugepages`));
+    assert.equal(r.err.trim().split('\n').length, 1, r.err);
+  });
+});
+
+describe('bench placement: measured when left to us, as given with -c', () => {
+  interface Placed { placement: { reason: string; spinUs: number; vcpuCpus: number[][]; readerCpus: number[][]; calibration?: { chosen: string; tried: { name: string; rates: number[] }[] } } }
+
+  test('unpinned: a calibration tries the candidate placements and the JSON says which won', () => {
+    const r = bench('-u', 'MISSING', '-b', '8M', '--json', '--vcpu-threads');
+    assert.equal(r.code, 0, r.err);
+    const { placement } = JSON.parse(r.out) as Placed;
+    const tried = placement.calibration!.tried.map((t) => t.name);
+    assert.ok(tried.includes('scheduler') && tried.includes('paired'), tried.join());
+    assert.ok(tried.includes(placement.calibration!.chosen));
+    for (const t of placement.calibration!.tried) assert.ok(t.rates.length === 3 && t.rates.every((x) => x > 0));
+    assert.match(placement.reason, /^calibrated: /);
+  });
+
+  test('-c 0,0 pins the vCPU and the readers where told, and readers sharing its CPU sleep', () => {
+    const r = bench('-u', 'MISSING', '-b', '8M', '-c', '0,0', '--json', '--vcpu-threads');
+    assert.equal(r.code, 0, r.err);
+    const { placement } = JSON.parse(r.out) as Placed;
+    assert.deepEqual(placement.vcpuCpus, [[0]]);
+    assert.deepEqual(placement.readerCpus, [[0]]);
+    assert.equal(placement.spinUs, 0);
+    assert.equal(placement.calibration, undefined);
   });
 });

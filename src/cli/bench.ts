@@ -48,7 +48,10 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
     'random-access': { type: 'boolean' },
     seed: { type: 'string' },
     'vcpu-threads': { type: 'boolean' },
+    'reader-wait': { type: 'string' },
   });
+  const readerWait = values['reader-wait'] ?? 'auto';
+  if (readerWait !== 'auto' && readerWait !== 'spin' && readerWait !== 'sleep') throw usage(`--reader-wait takes auto, spin or sleep, got '${readerWait}'`);
   // -m: the kernel test's guest mode IDs; x86-64 has one, "PA-bits:ANY, VA-bits:48, 4K pages" (9).
   for (const m of values.m ?? []) {
     if (m !== '9') throw usage(`-m ${m}: only guest mode 9 (PA-bits:ANY, VA-bits:48,  4K pages) exists on x86-64`);
@@ -91,6 +94,7 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
     writePercent,
     randomAccess: values['random-access'] ?? false,
     seed,
+    readerWait,
     vcpuThreads: values['vcpu-threads'] ?? false,
     json: values.json ?? false,
     memoryFaultExits: values.w ?? false,
@@ -127,6 +131,7 @@ export const benchCommand: Command = {
     ['--write-percent <n>', 'percentage of accesses that write (default 100)'],
     ['--random-access', 'touch pages in random order'],
     ['--seed <n>', 'seed for page patterns and random access'],
+    ['--reader-wait auto|spin|sleep', 'readers poll for the next fault before sleeping (auto: when they have CPUs to themselves)'],
     ['--vcpu-threads', 'plain threads instead of KVM vCPUs (where /dev/kvm is absent)'],
   ],
 

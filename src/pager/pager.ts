@@ -16,6 +16,8 @@ export interface PagerOptions {
   readonly pageSize: number;
   /** Delay before resolving each fault, µs (demand_paging_test -d). */
   readonly delayUs?: number;
+  /** Poll for the next fault this long before sleeping, µs (see ReaderConfig.spinUs). Default 0. */
+  readonly spinUs?: number;
   /** CPUs for reader i (cycled); undefined: no pinning. */
   readonly readerCpus?: readonly (readonly number[])[];
 }
@@ -72,6 +74,7 @@ export class Pager {
           delayUs: options.delayUs ?? 0,
           cpus,
           exclusive: options.readersPerUffd > 1,
+          spinUs: options.spinUs ?? 0,
         };
         const worker = new Worker(new URL('./reader.worker.js', import.meta.url), { workerData: config });
         pager.#workers.push(worker);

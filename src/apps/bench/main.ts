@@ -37,6 +37,7 @@ export async function benchMain(o: BenchOptions & { json: boolean; memoryFaultEx
   const result = await runBench(o, {
     onEvent: (e) => {
       if (e.phase === 'prefill') progress?.update(`prefilling ${formatSize(e.bytes)}`);
+      if (e.phase === 'calibrate') progress?.update('calibrating where readers run');
       if (e.phase === 'ready' && text) {
         progress?.clear();
         io.out(`${memoryLine(e)}\nFinished creating vCPUs and starting uffd threads\n`);

@@ -31,6 +31,8 @@ export interface BenchOptions {
   readonly randomAccess: boolean;
   /** Seed for the page patterns and random access. */
   readonly seed: number;
+  /** Whether fault readers poll before sleeping: decided from the CPUs available ('auto'), or forced. */
+  readonly readerWait: 'auto' | 'spin' | 'sleep';
   /** Run the experiment with plain threads instead of KVM vCPUs (where /dev/kvm is absent). */
   readonly vcpuThreads: boolean;
 }
@@ -50,6 +52,7 @@ export const DEFAULTS: BenchOptions = {
   writePercent: 100,
   randomAccess: false,
   seed: 0x5eed1e55,
+  readerWait: 'auto',
   vcpuThreads: false,
 };
 

@@ -33,5 +33,9 @@ export interface BenchResult {
 export interface Placement {
   readonly vcpuCpus: readonly (readonly number[])[];
   readonly readerCpus: readonly (readonly number[])[];
+  /** Readers poll for the next fault this long at most before sleeping, µs; 0: they always sleep. */
+  readonly spinUs: number;
   readonly reason: string;
+  /** How it was chosen, when it was measured. */
+  readonly calibration?: import('./calibrate.js').Calibration;
 }

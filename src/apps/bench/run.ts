@@ -15,11 +15,14 @@ import { seed64 } from './pattern.js';
 import { slice } from './slices.js';
 import { runKvm } from './vcpus-kvm.js';
 import { runThreads } from './vcpus-threads.js';
+import { choosePlacement } from './placement.js';
 import type { BenchResult, Placement } from './result.js';
+import { calibratePlacement } from './calibrate.js';
 
 /** Progress events, for a display on a terminal. */
 export type BenchEvent =
   | { readonly phase: 'prefill'; readonly bytes: number }
+  | { readonly phase: 'calibrate' }
   | { readonly phase: 'ready'; readonly testMemory: { readonly start: number; readonly end: number } }
   | { readonly phase: 'started' }
   | { readonly phase: 'vcpu-done'; readonly index: number; readonly done: number; readonly of: number }
@@ -36,17 +39,6 @@ function featuresFor(o: BenchOptions): FeatureName[] {
   if (o.mode === 'MINOR') return [hugetlb ? 'MINOR_HUGETLBFS' : 'MINOR_SHMEM'];
   if (hugetlb) return ['MISSING_HUGETLBFS'];
   return shared ? ['MISSING_SHMEM'] : [];
-}
-
-function placement(o: BenchOptions): Placement {
-  if (o.vcpuCpus) {
-    return {
-      vcpuCpus: Array.from({ length: o.vcpus }, (_, i) => [o.vcpuCpus![i % o.vcpuCpus!.length]!]),
-      readerCpus: o.readerCpus ? [[...o.readerCpus]] : [],
-      reason: 'pinned with -c',
-    };
-  }
-  return { vcpuCpus: [], readerCpus: [], reason: 'not pinned: the scheduler places vCPUs and readers' };
 }
 
 /**
@@ -112,7 +104,7 @@ function standaloneGuestMemfd(o: BenchOptions): ((size: number) => number) | und
 }
 
 /** One run of the demand paging benchmark. */
-export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise<BenchResult> {
+export async function runBench(o: BenchOptions, hooks: BenchHooks = {}, placement?: Placement): Promise<BenchResult> {
   const size = testMemoryBytes(o);
   // A guest_memfd belongs to the VM it was made by, so with KVM the VM comes first.
   const kvm = o.vcpuThreads ? undefined : openKvm();
@@ -147,9 +139,12 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
       fillPattern(region.backing.alias!.bytes(), region.guestAddress, seed64(o.seed), GUEST_PAGE);
       if (o.mode === 'MINOR') resolution = { kind: 'continue' };
     }
-    const place = placement(o);
+    if (o.mode) uffds.push(...registerUffds(o, region));
+    // Unpinned and left to us: measure which placement pays on this machine.
+    const calibrate = placement === undefined && o.mode !== undefined && o.vcpuCpus === undefined && o.readerWait === 'auto';
+    if (calibrate) hooks.onEvent?.({ phase: 'calibrate' });
+    const place = placement ?? (calibrate ? await calibratePlacement(o, uffds.length, (x, p) => runBench(x, {}, p)) : choosePlacement(o, uffds.length));
     if (o.mode) {
-      uffds.push(...registerUffds(o, region));
       pager = await Pager.start({
         uffds,
         readersPerUffd: o.readersPerUffd,
@@ -157,6 +152,7 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
         pageSize: uffdPageSize(o),
         delayUs: o.delayUs,
         readerCpus: place.readerCpus,
+        spinUs: place.spinUs,
       });
     }
     hooks.onEvent?.({ phase: 'ready', testMemory: { start: region.guestAddress, end: region.end } });
