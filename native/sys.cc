@@ -115,6 +115,45 @@ static Napi::Value Poll(const Napi::CallbackInfo& info) {
   return Num(info.Env(), rc);
 }
 
+// pollRead(fds, timeoutMs, fd, into) -> poll(2) then, if `fd` is readable, read(2) into
+// `into`: bytes read, or -1 when it was not readable or had nothing (EAGAIN). revents are
+// written back into `fds` as by Poll. One crossing of the JavaScript boundary for the two
+// system calls a fault reader makes per wake-up; the same two calls, in the same order.
+static Napi::Value PollRead(const Napi::CallbackInfo& info) {
+  Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+  size_t n = arr.ElementLength() / 3;
+  struct pollfd p[8];
+  if (n > 8) n = 8;
+  for (size_t i = 0; i < n; i++) {
+    p[i].fd = arr[i * 3];
+    p[i].events = static_cast<short>(arr[i * 3 + 1]);
+    p[i].revents = 0;
+  }
+  int rc;
+  do rc = poll(p, n, I32(info, 1)); while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    ThrowErrno(info.Env(), "poll", errno);
+    return info.Env().Undefined();
+  }
+  int fd = I32(info, 2);
+  bool readable = false;
+  for (size_t i = 0; i < n; i++) {
+    arr[i * 3 + 2] = p[i].revents;
+    if (p[i].fd == fd && (p[i].revents & POLLIN)) readable = true;
+  }
+  if (!readable) return Num(info.Env(), -1);
+  size_t len = 0;
+  uint8_t* buf = Bytes(info[3], &len);
+  ssize_t got;
+  do got = read(fd, buf, len); while (got < 0 && errno == EINTR);
+  if (got < 0) {
+    if (errno == EAGAIN) return Num(info.Env(), -1);
+    ThrowErrno(info.Env(), "read", errno);
+    return info.Env().Undefined();
+  }
+  return Num(info.Env(), static_cast<double>(got));
+}
+
 // epollCreate() -> epoll fd (close-on-exec)
 static Napi::Value EpollCreate(const Napi::CallbackInfo& info) {
   int fd = epoll_create1(EPOLL_CLOEXEC);
@@ -236,6 +275,7 @@ void InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("write", Napi::Function::New(env, Write, "write"));
   exports.Set("ioctl", Napi::Function::New(env, Ioctl, "ioctl"));
   exports.Set("poll", Napi::Function::New(env, Poll, "poll"));
+  exports.Set("pollRead", Napi::Function::New(env, PollRead, "pollRead"));
   exports.Set("epollCreate", Napi::Function::New(env, EpollCreate, "epollCreate"));
   exports.Set("epollCtl", Napi::Function::New(env, EpollCtl, "epollCtl"));
   exports.Set("epollWait", Napi::Function::New(env, EpollWait, "epollWait"));

@@ -13,6 +13,7 @@ import { describe, test } from 'node:test';
 import { hva, type HostAddress } from '../src/address.js';
 import { Backing, type BackingSourceName } from '../src/memory/backing.js';
 import { SystemError } from '../src/native/errors.js';
+import { native } from '../src/native/binding.js';
 import { Userfaultfd } from '../src/uffd/userfaultfd.js';
 import { prepare } from './helpers/requirements.js';
 
@@ -198,6 +199,33 @@ describe('Userfaultfd handle', () => {
     } finally {
       viaSyscall.close();
       viaDevice.close();
+    }
+  });
+});
+
+describe('waiting for faults', () => {
+  test('pollRead reports the other descriptors and reads nothing when only they are ready', () => {
+    const uffd = Userfaultfd.open({ nonBlocking: true });
+    const stop = native.eventfd(1, 0o2000000); // already readable
+    try {
+      const fds = new Int32Array([uffd.fd, 1, 0, stop, 1, 0]);
+      assert.equal(uffd.pollRead(fds, 1000), 0);
+      assert.equal(fds[2], 0, 'the userfaultfd had nothing');
+      assert.equal(fds[5], 1, 'POLLIN on the eventfd');
+    } finally {
+      native.close(stop);
+      uffd.close();
+    }
+  });
+
+  test('on a blocking userfaultfd the kernel answers poll with POLLERR (readers need nonBlocking)', () => {
+    const uffd = Userfaultfd.open();
+    try {
+      const fds = new Int32Array([uffd.fd, 1, 0]);
+      assert.equal(native.poll(fds, 0), 1);
+      assert.equal(fds[2]! & 8, 8, 'POLLERR');
+    } finally {
+      uffd.close();
     }
   });
 });

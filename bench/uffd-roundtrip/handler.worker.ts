@@ -1,6 +1,6 @@
 /**
  * The TypeScript fault handler: the same loop as handler() in roundtrip.c, through the
- * library's public Userfaultfd API (read, event, copy), pinned to one CPU. The worker
+ * library's public Userfaultfd API (read, faultAddress, copy), pinned to one CPU. The worker
  * exits when the loop ends: no message listener keeps it alive.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -22,9 +22,9 @@ let eexist = 0;
 function resolve(n: number): boolean {
   let stop = false;
   for (let i = 0; i < n; i++) {
-    const ev = uffd.event(i);
-    if (ev.type !== 'pagefault') continue;
-    const page = ev.address - (ev.address % PAGE);
+    const address = uffd.faultAddress(i); // allocation-free decode
+    if (address < 0) continue;
+    const page = address - (address % PAGE);
     try {
       // No retry on EAGAIN: nothing remaps this region during the run, as in the C loop.
       if (!uffd.copy(hva(page), source, PAGE).complete) throw new Error(`UFFDIO_COPY at ${page}: EAGAIN`);
@@ -43,11 +43,12 @@ function resolve(n: number): boolean {
 function loop(): void {
   for (;;) {
     if (d.wait === 'poll') {
-      native.poll(fds, -1);
+      // poll, then read if the uffd is readable: one call into the addon for both.
+      const n = uffd.pollRead(fds);
       if (fds[5] !== 0) return;
-      if ((fds[2]! & POLLIN) === 0) continue;
+      if (resolve(n)) return;
+      continue;
     }
-    // On the non-blocking uffd, read() returns 0 when another wake-up took the message.
     if (resolve(uffd.read())) return;
   }
 }

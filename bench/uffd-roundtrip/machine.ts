@@ -24,22 +24,46 @@ export interface MachineFacts {
   loadavg: string | null;
 }
 
+interface Ticks {
+  /** Busy time of all CPUs (USER_HZ ticks, like everything below). */
+  busy: number;
+  total: number;
+  /** This process's CPU time, with that of the children it has waited for (the C runs). */
+  own: number;
+}
+
+function ticks(): Ticks {
+  const cpu = (read('/proc/stat') ?? '').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = cpu.reduce((a, b) => a + b, 0);
+  const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0); // idle + iowait
+  // /proc/self/stat after "(comm) ": state is [0], utime [11], stime [12], cutime [13], cstime [14]
+  const self = (read('/proc/self/stat') ?? '').split(') ')[1]?.split(' ').map(Number) ?? [];
+  const own = (self[11] ?? 0) + (self[12] ?? 0) + (self[13] ?? 0) + (self[14] ?? 0);
+  return { busy: total - idle, total, own };
+}
+
 /**
- * The share of all CPUs' time that was busy over the next `ms` milliseconds, from
- * /proc/stat. Round trips here are a few microseconds on one or two CPUs: anything else
- * running skews both sides, so a busy machine is reported with the figures.
+ * How much of the machine other processes used, as a share of all CPUs' time. Round
+ * trips are a few microseconds on one or two CPUs: anything else running skews both
+ * sides, so the figures are reported with this.
  */
-export async function busyShare(ms: number): Promise<number> {
-  const sample = () => {
-    const fields = (read('/proc/stat') ?? '').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (fields[3] ?? 0) + (fields[4] ?? 0); // idle + iowait
-    return { idle, total: fields.reduce((a, b) => a + b, 0) };
-  };
-  const a = sample();
+export class OtherLoad {
+  #start = ticks();
+
+  /** Other processes' share since construction (0..1). */
+  share(): number {
+    const now = ticks();
+    const total = now.total - this.#start.total;
+    const others = now.busy - this.#start.busy - (now.own - this.#start.own);
+    return total > 0 ? Math.max(0, others / total) : 0;
+  }
+}
+
+/** Other processes' share of the machine over the next `ms` milliseconds. */
+export async function otherLoadOver(ms: number): Promise<number> {
+  const meter = new OtherLoad();
   await new Promise((resolve) => setTimeout(resolve, ms));
-  const b = sample();
-  const total = b.total - a.total;
-  return total > 0 ? 1 - (b.idle - a.idle) / total : 0;
+  return meter.share();
 }
 
 function read(path: string): string | null {

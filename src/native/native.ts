@@ -45,6 +45,8 @@ export interface Native {
   ioctl(fd: number, request: number, arg: number | Uint8Array, name: string): number;
   /** `fds` holds [fd, events, revents] triples; revents are written back. */
   poll(fds: Int32Array, timeoutMs: number): number;
+  /** poll(fds) then, if `fd` is readable, read(fd, into): bytes read, or -1 (not readable, or EAGAIN). */
+  pollRead(fds: Int32Array, timeoutMs: number, fd: number, into: Uint8Array): number;
   epollCreate(): number;
   epollCtl(epfd: number, op: number, fd: number, events: number, data: number): void;
   /** `out` receives [events, data] pairs. */

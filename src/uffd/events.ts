@@ -59,6 +59,19 @@ function u64(view: DataView, offset: number): number {
 }
 
 /**
+ * The faulting address of the uffd_msg at `offset` if it is a page fault, else -1: the
+ * allocation-free path for fault readers (decodeEvent builds an object per message).
+ */
+export function pagefaultAddress(view: DataView, offset = 0): number {
+  return view.getUint8(offset) === EventCode.PAGEFAULT ? u64(view, offset + 16) : -1;
+}
+
+/** The uffd_msg.arg.pagefault.flags of the message at `offset` (WRITE 1, WP 2, MINOR 4). */
+export function pagefaultFlags(view: DataView, offset = 0): number {
+  return view.getUint32(offset + 8, true);
+}
+
+/**
  * Decodes the uffd_msg at `offset` of `view` (the one place that knows struct uffd_msg):
  *   u8 event; u8 reserved1; u16 reserved2; u32 reserved3; union arg (24 bytes) at +8.
  */

@@ -21,7 +21,7 @@ import {
   ioctlNames,
   namesOf,
 } from './constants.js';
-import { decodeEvent, type UffdEvent } from './events.js';
+import { decodeEvent, pagefaultAddress, pagefaultFlags, type UffdEvent } from './events.js';
 
 export interface OpenOptions {
   /** Features to request, by name or as a mask. Missing ones are refused up front, by name. */
@@ -228,22 +228,22 @@ export class Userfaultfd {
   }
 
   /** UFFDIO_COPY: atomically fill [dst, dst+length) with bytes from `src` (missing faults). */
-  copy(dst: HostAddress, src: HostAddress, length: number, options: { dontWake?: boolean; writeProtect?: boolean } = {}): FillResult {
+  copy(dst: HostAddress, src: HostAddress, length: number, options?: { dontWake?: boolean; writeProtect?: boolean }): FillResult {
     this.#check('copy');
-    const mode = (options.dontWake ? CopyMode.DONTWAKE : 0) | (options.writeProtect ? CopyMode.WP : 0);
+    const mode = options === undefined ? 0 : (options.dontWake ? CopyMode.DONTWAKE : 0) | (options.writeProtect ? CopyMode.WP : 0);
     return filled(native.uffdCopy(this.fd, dst, src, length, mode), length);
   }
 
   /** UFFDIO_ZEROPAGE: map zero pages at [start, start+length) (missing faults, not hugetlb). */
-  zeropage(start: HostAddress, length: number, options: { dontWake?: boolean } = {}): FillResult {
+  zeropage(start: HostAddress, length: number, options?: { dontWake?: boolean }): FillResult {
     this.#check('zeropage');
-    return filled(native.uffdZeropage(this.fd, start, length, options.dontWake ? ZeropageMode.DONTWAKE : 0), length);
+    return filled(native.uffdZeropage(this.fd, start, length, options?.dontWake ? ZeropageMode.DONTWAKE : 0), length);
   }
 
   /** UFFDIO_CONTINUE: map the existing page-cache pages at [start, start+length) (minor faults). */
-  continue(start: HostAddress, length: number, options: { dontWake?: boolean; writeProtect?: boolean } = {}): FillResult {
+  continue(start: HostAddress, length: number, options?: { dontWake?: boolean; writeProtect?: boolean }): FillResult {
     this.#check('continue');
-    const mode = (options.dontWake ? ContinueMode.DONTWAKE : 0) | (options.writeProtect ? ContinueMode.WP : 0);
+    const mode = options === undefined ? 0 : (options.dontWake ? ContinueMode.DONTWAKE : 0) | (options.writeProtect ? ContinueMode.WP : 0);
     return filled(native.uffdContinue(this.fd, start, length, mode), length);
   }
 
@@ -284,9 +284,32 @@ export class Userfaultfd {
     return n < 0 ? 0 : n / MESSAGE_SIZE;
   }
 
+  /**
+   * Waits in poll(2) on `fds` (Int32Array [fd, events, revents] triples, which should
+   * include this descriptor with POLLIN), then reads this descriptor's messages if it is
+   * readable: the number read (0 when it was not readable or another reader took them).
+   * revents are written back, so the caller sees its other descriptors (a stop eventfd).
+   * Needs a non-blocking descriptor.
+   */
+  pollRead(fds: Int32Array, timeoutMs = -1): number {
+    this.#check('pollRead');
+    const n = native.pollRead(fds, timeoutMs, this.fd, this.#messages);
+    return n < 0 ? 0 : n / MESSAGE_SIZE;
+  }
+
   /** The i-th message of the last read(). */
   event(i: number): UffdEvent {
     return decodeEvent(this.#messageView, i * MESSAGE_SIZE);
+  }
+
+  /** The faulting address of the i-th message of the last read() if it is a page fault, else -1 (no allocation). */
+  faultAddress(i: number): number {
+    return pagefaultAddress(this.#messageView, i * MESSAGE_SIZE);
+  }
+
+  /** The page-fault flags of the i-th message of the last read() (PagefaultFlag bits: WRITE, WP, MINOR). */
+  faultFlags(i: number): number {
+    return pagefaultFlags(this.#messageView, i * MESSAGE_SIZE);
   }
 
   /** Reads and decodes the pending events (blocks on a blocking descriptor). */
