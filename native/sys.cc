@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <string>
-#include <vector>
 
 namespace postcopy {
 
@@ -26,6 +25,31 @@ uint8_t* Bytes(const Napi::Value& v, size_t* len) {
   *len = ta.ByteLength();
   return static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
 }
+
+// [fd, events, revents] triples of `arr` into pollfds (at most `max`); returns how many.
+size_t LoadPollfds(const Napi::Int32Array& arr, struct pollfd* p, size_t max) {
+  size_t n = arr.ElementLength() / 3;
+  if (n > max) n = max;
+  for (size_t i = 0; i < n; i++) {
+    p[i].fd = arr[i * 3];
+    p[i].events = static_cast<short>(arr[i * 3 + 1]);
+    p[i].revents = 0;
+  }
+  return n;
+}
+
+void StoreRevents(Napi::Int32Array& arr, const struct pollfd* p, size_t n) {
+  for (size_t i = 0; i < n; i++) arr[i * 3 + 2] = p[i].revents;
+}
+
+// poll(2), restarted on EINTR: the count ready, or -1 with errno set.
+int PollRetrying(struct pollfd* p, size_t n, int timeout) {
+  int rc;
+  do rc = poll(p, n, timeout); while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+constexpr size_t kMaxPollfds = 16;
 }  // namespace
 
 // open(path, flags, mode) -> fd
@@ -95,23 +119,14 @@ static Napi::Value Ioctl(const Napi::CallbackInfo& info) {
 // timeout. revents are written back into the array.
 static Napi::Value Poll(const Napi::CallbackInfo& info) {
   Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
-  size_t n = arr.ElementLength() / 3;
-  struct pollfd fds[16];
-  std::vector<struct pollfd> big;
-  struct pollfd* p = fds;
-  if (n > 16) { big.resize(n); p = big.data(); }
-  for (size_t i = 0; i < n; i++) {
-    p[i].fd = arr[i * 3];
-    p[i].events = static_cast<short>(arr[i * 3 + 1]);
-    p[i].revents = 0;
-  }
-  int rc;
-  do rc = poll(p, n, I32(info, 1)); while (rc < 0 && errno == EINTR);
+  struct pollfd p[kMaxPollfds];
+  size_t n = LoadPollfds(arr, p, kMaxPollfds);
+  int rc = PollRetrying(p, n, I32(info, 1));
   if (rc < 0) {
     ThrowErrno(info.Env(), "poll", errno);
     return info.Env().Undefined();
   }
-  for (size_t i = 0; i < n; i++) arr[i * 3 + 2] = p[i].revents;
+  StoreRevents(arr, p, n);
   return Num(info.Env(), rc);
 }
 
@@ -121,24 +136,16 @@ static Napi::Value Poll(const Napi::CallbackInfo& info) {
 // system calls a fault reader makes per wake-up; the same two calls, in the same order.
 static Napi::Value PollRead(const Napi::CallbackInfo& info) {
   Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
-  size_t n = arr.ElementLength() / 3;
-  struct pollfd p[8];
-  if (n > 8) n = 8;
-  for (size_t i = 0; i < n; i++) {
-    p[i].fd = arr[i * 3];
-    p[i].events = static_cast<short>(arr[i * 3 + 1]);
-    p[i].revents = 0;
-  }
-  int rc;
-  do rc = poll(p, n, I32(info, 1)); while (rc < 0 && errno == EINTR);
-  if (rc < 0) {
+  struct pollfd p[kMaxPollfds];
+  size_t n = LoadPollfds(arr, p, kMaxPollfds);
+  if (PollRetrying(p, n, I32(info, 1)) < 0) {
     ThrowErrno(info.Env(), "poll", errno);
     return info.Env().Undefined();
   }
+  StoreRevents(arr, p, n);
   int fd = I32(info, 2);
   bool readable = false;
   for (size_t i = 0; i < n; i++) {
-    arr[i * 3 + 2] = p[i].revents;
     if (p[i].fd == fd && (p[i].revents & POLLIN)) readable = true;
   }
   if (!readable) return Num(info.Env(), -1);

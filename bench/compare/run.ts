@@ -32,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Config, ConfigError, defaultConfigs, hugetlbPageSize, limitOf, notesFor, parseConfig, quickConfigs } from './configs.js';
 import { HugePagePools, defaultHugePageSize, hugePagesNeeded } from './hugepages.js';
-import { type Machine, OtherLoad, describeMachine, machine } from './machine.js';
+import { type MachineFacts, OtherLoad, describeMachine, machineFacts } from '../lib/machine.js';
 import { type Figures, parseOutput, shapeDifferences } from './output.js';
 
 // dist/bench/compare/run.js -> the package root
@@ -240,7 +240,7 @@ function rowNotes(r: Row): string[] {
 interface ReportOptions {
   rounds: number;
   kernelOnly: boolean;
-  machine: Machine;
+  machine: MachineFacts;
   kernelVersion: string;
   postcopyReason: string | null;
   backend: string | null;
@@ -480,7 +480,7 @@ async function main(argv: string[]): Promise<number> {
     );
   }
 
-  const mach = machine();
+  const mach = machineFacts();
   const active = rows.filter((r) => !r.skipped);
   const perRound = active.length * (values['kernel-only'] ? 1 : 2);
   process.stderr.write(`compare: ${active.length} configurations × ${rounds} rounds = ${perRound * rounds} runs${rows.length > active.length ? ` (${rows.length - active.length} skipped)` : ''}\n`);

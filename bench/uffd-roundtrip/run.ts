@@ -18,7 +18,7 @@
 import { parseArgs } from 'node:util';
 import { formatSize, parseSize } from '../../src/util/format.js';
 import { buildC, CFLAGS, runC } from './c-run.js';
-import { machineFacts, OtherLoad, otherLoadOver, type MachineFacts } from './machine.js';
+import { machineFacts, OtherLoad, otherLoadOver, type MachineFacts } from '../lib/machine.js';
 import { PAGE, type RunResult, type RunSpec, type WaitMode } from './protocol.js';
 import { runTs } from './ts-run.js';
 
@@ -209,7 +209,7 @@ async function main(): Promise<void> {
     }
   }
 
-  quiet.during = load.share();
+  quiet.during = load.share().others;
   if (quiet.during > BUSY_WARNING) warnBusy('during', quiet.during);
 
   const summaries: RowSummary[] = rows.map((row) => {

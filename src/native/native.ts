@@ -43,7 +43,7 @@ export interface Native {
   write(fd: number, from: Uint8Array): number;
   /** `arg` is an integer argument or a struct the kernel reads and may fill. */
   ioctl(fd: number, request: number, arg: number | Uint8Array, name: string): number;
-  /** `fds` holds [fd, events, revents] triples; revents are written back. */
+  /** `fds` holds [fd, events, revents] triples (at most 16); revents are written back. */
   poll(fds: Int32Array, timeoutMs: number): number;
   /** poll(fds) then, if `fd` is readable, read(fd, into): bytes read, or -1 (not readable, or EAGAIN). */
   pollRead(fds: Int32Array, timeoutMs: number, fd: number, into: Uint8Array): number;

@@ -1,22 +1,28 @@
 /**
- * What decides fault round-trip costs on this machine, printed with the figures: whether an
- * idle CPU polls before it halts (KVM's halt_poll_ns on a host, the haltpoll cpuidle driver's
- * guest_halt_poll_ns in a guest) and which cpuidle driver and governor are in charge.
+ * The facts of this machine that decide fault round-trip costs, recorded beside every
+ * benchmark's figures: above all whether an idle CPU polls before it halts (KVM's
+ * halt_poll_ns on a host, the haltpoll cpuidle driver's guest_halt_poll_ns in a guest): a
+ * cross-CPU wake-up is cheap when the other CPU still polls, costly when it must be woken
+ * from halt. And how much of the machine others used while the figures were taken.
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 
-export interface Machine {
-  kernel: string;
+export interface MachineFacts {
   cpuModel: string;
   cpus: number;
-  /** /sys/module/kvm/parameters/halt_poll_ns: how long KVM polls before a halted vCPU sleeps. */
+  kernel: string;
+  node: string;
+  gcc: string;
+  /** /sys/module/kvm/parameters/halt_poll_ns: how long KVM polls before a halted vCPU of a guest of this machine sleeps. */
   kvmHaltPollNs: number | null;
   /** /sys/module/haltpoll/parameters/guest_halt_poll_ns (this machine as a KVM guest), if present. */
   guestHaltPollNs: number | null;
   /** /sys/devices/system/cpu/cpuidle/current_driver ('none': the default idle routine, guest_halt_poll_ns unused). */
   cpuidleDriver: string | null;
   cpuidleGovernor: string | null;
+  /** /proc/loadavg when the benchmark started. */
   loadavg: string | null;
 }
 
@@ -33,11 +39,20 @@ function readNumber(path: string): number | null {
   return t === null || t === '' || Number.isNaN(Number(t)) ? null : Number(t);
 }
 
-export function machine(): Machine {
+export function machineFacts(): MachineFacts {
+  const model = /^model name\s*:\s*(.*)$/m.exec(read('/proc/cpuinfo') ?? '');
+  let gcc = 'unknown';
+  try {
+    gcc = execFileSync('gcc', ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
+  } catch {
+    // reported as unknown; building a C side says what is wrong
+  }
   return {
-    kernel: release(),
-    cpuModel: cpus()[0]?.model ?? 'unknown',
+    cpuModel: model?.[1] ?? cpus()[0]?.model ?? 'unknown',
     cpus: cpus().length,
+    kernel: release(),
+    node: process.version,
+    gcc,
     kvmHaltPollNs: readNumber('/sys/module/kvm/parameters/halt_poll_ns'),
     guestHaltPollNs: readNumber('/sys/module/haltpoll/parameters/guest_halt_poll_ns'),
     cpuidleDriver: read('/sys/devices/system/cpu/cpuidle/current_driver'),
@@ -46,7 +61,8 @@ export function machine(): Machine {
   };
 }
 
-export function describeMachine(m: Machine): string[] {
+/** Two lines for a report's header. */
+export function describeMachine(m: MachineFacts): string[] {
   const ns = (v: number | null) => (v === null ? 'absent' : `${v} ns`);
   const lines = [
     `kernel ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), load ${m.loadavg ?? '?'}`,
@@ -82,8 +98,9 @@ function ticks(): Ticks {
 }
 
 /**
- * Other processes' share of all CPUs' time since construction, and the hypervisor's (steal).
- * Both programs run on the same CPUs as anything else on the machine, so figures come with these.
+ * Other processes' share of all CPUs' time since construction, and the hypervisor's
+ * (steal). A benchmark runs on the same CPUs as anything else on the machine, so figures
+ * come with these.
  */
 export class OtherLoad {
   #start = ticks();
@@ -95,4 +112,11 @@ export class OtherLoad {
     const others = now.busy - this.#start.busy - (now.own - this.#start.own);
     return { others: Math.max(0, others / total), steal: (now.steal - this.#start.steal) / total };
   }
+}
+
+/** Other processes' share of the machine over the next `ms` milliseconds. */
+export async function otherLoadOver(ms: number): Promise<number> {
+  const meter = new OtherLoad();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  return meter.share().others;
 }
