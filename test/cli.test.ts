@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { ProbeReport } from '../src/probe/index.js';
@@ -156,4 +156,10 @@ describe('postcopy probe', () => {
     assert.ok(lines.length >= 1);
     for (const line of lines) assert.match(line, /^postcopy: .+\. \S/, 'message, then remedy');
   });
+});
+
+test('the installed bin is executable, so `npx postcopy` runs it', () => {
+  const bin = MAIN;
+  assert.equal(statSync(bin).mode & 0o111, 0o111, `${bin} lacks the execute bits; the build script sets them`);
+  assert.match(readFileSync(bin, 'utf8'), /^#!\/usr\/bin\/env node/);
 });
