@@ -275,7 +275,17 @@ static Napi::Value Waitpid(const Napi::CallbackInfo& info) {
   return Num(info.Env(), WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
+// exitNow(status): exit_group at once. For a process whose vCPU threads are blocked in a
+// userfaultfd wait that will never be answered: Node's own exit joins every worker thread
+// (it would wait for ever), and closing the userfaultfd would let those vCPUs run on pages
+// that never arrived. exit_group kills every thread before any fd is closed.
+static Napi::Value ExitNow(const Napi::CallbackInfo& info) {
+  syscall(SYS_exit_group, I32(info, 0));
+  return info.Env().Undefined();
+}
+
 void InitSys(Napi::Env env, Napi::Object exports) {
+  exports.Set("exitNow", Napi::Function::New(env, ExitNow, "exitNow"));
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("read", Napi::Function::New(env, Read, "read"));

@@ -52,6 +52,10 @@ export const StructSize = {
   kvm_cpuid2: 8,
   /** struct kvm_cpuid_entry2 { u32 function, index, flags, eax, ebx, ecx, edx, padding[3]; } */
   kvm_cpuid_entry2: 40,
+  /** struct kvm_msrs { u32 nmsrs, pad; struct kvm_msr_entry entries[]; }: the header the ioctl number encodes. */
+  kvm_msrs: 8,
+  /** struct kvm_msr_entry { u32 index, reserved; u64 data; } */
+  kvm_msr_entry: 16,
 } as const;
 
 /**
@@ -93,6 +97,12 @@ export const KvmIoctl = {
   KVM_SET_SREGS: _IOW(KVMIO, 0x84, StructSize.kvm_sregs),
   KVM_SET_CPUID2: _IOW(KVMIO, 0x90, StructSize.kvm_cpuid2),
   KVM_GET_CPUID2: _IOWR(KVMIO, 0x91, StructSize.kvm_cpuid2),
+  /** Returns how many of the entries were read. */
+  KVM_GET_MSRS: _IOWR(KVMIO, 0x88, StructSize.kvm_msrs),
+  /** Returns how many of the entries were written. */
+  KVM_SET_MSRS: _IOW(KVMIO, 0x89, StructSize.kvm_msrs),
+  /** Returns the guest's TSC frequency in kHz. */
+  KVM_GET_TSC_KHZ: _IO(KVMIO, 0xa3),
 } as const;
 export type KvmIoctlName = keyof typeof KvmIoctl;
 
@@ -123,6 +133,19 @@ export const KvmCap = {
   KVM_CAP_GUEST_MEMFD_FLAGS: 244,
 } as const;
 export type KvmCapName = keyof typeof KvmCap;
+
+/** KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) argument bits. */
+export const DirtyLogFlag = {
+  /** KVM_GET_DIRTY_LOG no longer clears (and re-protects): KVM_CLEAR_DIRTY_LOG does, for the pages given. */
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: 1,
+  /** A slot's bitmap starts all set when logging is turned on: the first round sends everything without write-protecting it all at once. */
+  KVM_DIRTY_LOG_INITIALLY_SET: 2,
+} as const;
+
+/** The MSRs a migration carries. */
+export const Msr = {
+  IA32_TSC: 0x10,
+} as const;
 
 /** x86 machine types for KVM_CREATE_VM (KVM_X86_*_VM); bit n of KVM_CAP_VM_TYPES is type n. */
 export const VmType = {

@@ -57,6 +57,16 @@ export interface VcpuDoneMessage extends Timing {
   readonly result: BenchResult;
 }
 
+/**
+ * The program saw the host's pause request (GuestPort.PAUSE): the vCPU is stopped between
+ * two instructions of the program, its state in `regs`; a new thread can run it on.
+ */
+export interface VcpuPausedMessage extends Timing {
+  readonly type: 'paused';
+  readonly vcpuId: number;
+  readonly regs: Regs;
+}
+
 /** The vCPU stopped anywhere else: an unexpected exit, a guest exception, or a failing ioctl. */
 export interface VcpuFailedMessage extends Partial<Timing> {
   readonly type: 'failed';
@@ -69,5 +79,5 @@ export interface VcpuFailedMessage extends Partial<Timing> {
   readonly regs?: Regs;
 }
 
-export type VcpuReport = VcpuDoneMessage | VcpuFailedMessage;
+export type VcpuReport = VcpuDoneMessage | VcpuPausedMessage | VcpuFailedMessage;
 export type VcpuWorkerMessage = VcpuReadyMessage | VcpuReport;

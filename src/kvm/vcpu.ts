@@ -187,6 +187,29 @@ export class Vcpu {
     return unpackCpuid(buf);
   }
 
+  /** KVM_GET_MSRS of `indices`: the values in the same order. Fails naming the first MSR KVM would not read. */
+  getMsrs(indices: readonly number[]): bigint[] {
+    this.#check('getMsrs');
+    const buf = msrBuffer(indices.map((index) => ({ index, value: 0n })));
+    const n = native.ioctl(this.fd, KvmIoctl.KVM_GET_MSRS, buf, 'KVM_GET_MSRS');
+    if (n !== indices.length) throw new InvalidArgumentError(`KVM_GET_MSRS: KVM does not read MSR 0x${indices[n]!.toString(16)} of this vCPU`);
+    const view = new DataView(buf.buffer);
+    return indices.map((_, i) => view.getBigUint64(StructSize.kvm_msrs + i * StructSize.kvm_msr_entry + 8, true));
+  }
+
+  /** KVM_SET_MSRS (host-initiated writes: for IA32_TSC, KVM adjusts the vCPU's TSC offset). */
+  setMsrs(entries: readonly { index: number; value: bigint }[]): void {
+    this.#check('setMsrs');
+    const n = native.ioctl(this.fd, KvmIoctl.KVM_SET_MSRS, msrBuffer(entries), 'KVM_SET_MSRS');
+    if (n !== entries.length) throw new InvalidArgumentError(`KVM_SET_MSRS: KVM refused MSR 0x${entries[n]!.index.toString(16)} of this vCPU`);
+  }
+
+  /** KVM_GET_TSC_KHZ: the frequency of the TSC the guest reads. */
+  get tscKhz(): number {
+    this.#check('tscKhz');
+    return native.ioctl(this.fd, KvmIoctl.KVM_GET_TSC_KHZ, 0, 'KVM_GET_TSC_KHZ');
+  }
+
   /**
    * Owned: unmaps kvm_run and closes the fd (KVM frees the vCPU with the VM, once both are
    * closed). Borrowed: drops this thread's view only. Safe twice.
@@ -202,4 +225,17 @@ export class Vcpu {
       native.close(this.fd);
     }
   }
+}
+
+/** struct kvm_msrs with its entries. */
+function msrBuffer(entries: readonly { index: number; value: bigint }[]): Uint8Array {
+  const buf = new Uint8Array(StructSize.kvm_msrs + entries.length * StructSize.kvm_msr_entry);
+  const view = new DataView(buf.buffer);
+  view.setUint32(0, entries.length, true);
+  entries.forEach(({ index, value }, i) => {
+    const at = StructSize.kvm_msrs + i * StructSize.kvm_msr_entry;
+    view.setUint32(at, index, true);
+    view.setBigUint64(at + 8, BigInt.asUintN(64, value), true);
+  });
+  return buf;
 }

@@ -1,6 +1,7 @@
 /**
  * A vCPU's thread: pins itself (if asked), borrows the vCPU the main thread created,
- * waits at the start gate, then blocks in KVM_RUN until the guest program reports DONE,
+ * waits at the start gate, then blocks in KVM_RUN until the guest program reports DONE
+ * (or PAUSE, for programs that run until the host asks them to stop),
  * timing each KVM_RUN. Whatever else stops the vCPU (a guest exception, shutdown,
  * fail_entry, internal_error, memory_fault, an ioctl error) is reported with its details,
  * and the worker ends: it never runs a vCPU that cannot make progress.
@@ -65,6 +66,9 @@ function main(): VcpuReport {
     const regs = vcpu.getRegs();
     if (exit.reason === 'io' && exit.direction === 'out' && exit.port === GuestPort.DONE) {
       return { type: 'done', vcpuId, exit, regs, result: benchResult(regs), ...timing() };
+    }
+    if (exit.reason === 'io' && exit.direction === 'out' && exit.port === GuestPort.PAUSE) {
+      return { type: 'paused', vcpuId, regs, ...timing() };
     }
     if (exit.reason === 'io' && exit.direction === 'out' && exit.port === GuestPort.EXCEPTION) {
       const exception = exceptionOf(regs);

@@ -100,6 +100,20 @@ export class Vm {
     }
   }
 
+  /**
+   * KVM_ENABLE_CAP on this VM: struct kvm_enable_cap { u32 cap, flags; u64 args[4]; }.
+   * Turns on what KVM offers but keeps off by default (manual dirty-log clearing, ...).
+   */
+  enableCap(cap: KvmCapName | number, args: readonly bigint[] = []): void {
+    this.#check('enableCap');
+    if (args.length > 4) throw new InvalidArgumentError(`KVM_ENABLE_CAP takes at most 4 arguments, not ${args.length}`);
+    const arg = new Uint8Array(StructSize.kvm_enable_cap);
+    const view = new DataView(arg.buffer);
+    view.setUint32(0, capNumber(cap), true);
+    args.forEach((a, i) => view.setBigUint64(8 + i * 8, a, true));
+    native.ioctl(this.fd, KvmIoctl.KVM_ENABLE_CAP, arg, 'KVM_ENABLE_CAP');
+  }
+
   /** A function for BackingOptions.createGuestMemfd: guest_memfds of this VM with `flags`. */
   guestMemfdFactory(flags: number = GUEST_MEMFD_MAPPABLE): (size: number) => number {
     return (size) => this.createGuestMemfd(size, flags);

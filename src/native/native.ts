@@ -61,4 +61,6 @@ export interface Native {
   pageSize(): number;
   forkExit(status: number): number;
   waitpid(pid: number): number;
+  /** exit_group(status): every thread ends now, before any fd is closed; no exit handlers run. */
+  exitNow(status: number): never;
 }

@@ -66,6 +66,11 @@ export function pagefaultAddress(view: DataView, offset = 0): number {
   return view.getUint8(offset) === EventCode.PAGEFAULT ? u64(view, offset + 16) : -1;
 }
 
+/** The faulting thread's id of the message at `offset` (with UFFD_FEATURE_THREAD_ID; 0 without). */
+export function pagefaultThreadId(view: DataView, offset = 0): number {
+  return view.getUint32(offset + 24, true);
+}
+
 /** The uffd_msg.arg.pagefault.flags of the message at `offset` (WRITE 1, WP 2, MINOR 4). */
 export function pagefaultFlags(view: DataView, offset = 0): number {
   return view.getUint32(offset + 8, true);

@@ -21,7 +21,7 @@ import {
   ioctlNames,
   namesOf,
 } from './constants.js';
-import { decodeEvent, pagefaultAddress, pagefaultFlags, type UffdEvent } from './events.js';
+import { decodeEvent, pagefaultAddress, pagefaultFlags, pagefaultThreadId, type UffdEvent } from './events.js';
 
 export interface OpenOptions {
   /** Features to request, by name or as a mask. Missing ones are refused up front, by name. */
@@ -310,6 +310,11 @@ export class Userfaultfd {
   /** The page-fault flags of the i-th message of the last read() (PagefaultFlag bits: WRITE, WP, MINOR). */
   faultFlags(i: number): number {
     return pagefaultFlags(this.#messageView, i * MESSAGE_SIZE);
+  }
+
+  /** The faulting thread of the i-th message of the last read() (needs feature THREAD_ID). */
+  faultThreadId(i: number): number {
+    return pagefaultThreadId(this.#messageView, i * MESSAGE_SIZE);
   }
 
   /** Reads and decodes the pending events (blocks on a blocking descriptor). */

@@ -29,3 +29,20 @@ export function parseSize(text: string): number | undefined {
   const shift = { '': 0, k: 10, m: 20, g: 30, t: 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Number(m[1]) * 2 ** shift;
 }
+
+/** '500ms', '2s', '1.5s', '250' (ms) -> milliseconds; undefined if not a duration. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const scale = { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm'];
+  return Number(m[1]) * scale;
+}
+
+/** 'HOST:PORT' or '[v6]:PORT' -> { host, port }; undefined if it is not one. */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: (m[1] ?? m[2])!, port };
+}

@@ -59,6 +59,7 @@ export async function runKvm(kvm: Kvm, vm: Vm | undefined, o: BenchOptions, regi
     const totalNs = Number(process.hrtime.bigint() - t0);
     const vcpus: VcpuResult[] = reports.map((r) => {
       if (r.type === 'failed') throw new PostcopyError('ERR_GUEST', `vCPU ${r.vcpuId} stopped: ${r.error}`);
+      if (r.type === 'paused') throw new PostcopyError('ERR_GUEST', `vCPU ${r.vcpuId} paused: the bench program never pauses`);
       return {
         index: r.vcpuId,
         ns: Number(r.endNs - r.startNs),

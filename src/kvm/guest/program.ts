@@ -27,6 +27,8 @@ export const GuestPort = {
   DONE: 0x10,
   /** A CPU exception: EAX = vector, RBX = error code, RCX = faulting RIP, RDX = CR2. Repeats if run again. */
   EXCEPTION: 0x11,
+  /** The program saw the host's pause request and stopped between two accesses; run it again to go on. */
+  PAUSE: 0x12,
 } as const;
 
 /** The x86 exception vector names, for messages. */

@@ -3,7 +3,7 @@
  * slot that the host writes directly and never registers with userfaultfd (memstress's
  * slot 0). Its layout, in 4 KiB pages from the slot's start:
  *
- *   GDT | IDT | TSS | code (program) | stacks (STACK_PAGES per vCPU) | page tables
+ *   GDT | IDT | TSS | control | code (program) | stacks (STACK_PAGES per vCPU) | page tables
  *
  * rounded up to 2 MiB: the page tables map in 2 MiB pages, and a slot that fills its
  * large pages lets KVM map it with large pages too.
@@ -23,6 +23,11 @@ export interface SystemLayout extends LongModeTables {
   /** The slot's guest-physical start and size. */
   readonly guestAddress: number;
   readonly size: number;
+  /**
+   * A page the host writes and the guest reads: word 0 is the pause request of programs
+   * that run until told (see migrate-program.ts). Never written by the guest.
+   */
+  readonly control: number;
   /** Where the program's code starts, and its entry point. */
   readonly code: number;
   readonly entry: number;
@@ -35,7 +40,7 @@ export interface SystemLayout extends LongModeTables {
 const pagesFor = (bytes: number) => Math.ceil(bytes / PAGE_SIZE);
 
 function fixedPages(program: GuestProgram, vcpus: number): number {
-  return 3 + pagesFor(program.code.length) + vcpus * STACK_PAGES;
+  return 4 + pagesFor(program.code.length) + vcpus * STACK_PAGES;
 }
 
 /**
@@ -78,6 +83,7 @@ export function buildSystemImage(
   const gdt = alloc(1);
   const idt = alloc(1);
   const tss = alloc(1);
+  const control = alloc(1);
   [code64Segment(), data64Segment(), tss64Segment(guestAddress + tss)].forEach((seg) => {
     gdtDescriptor(seg).forEach((q, i) => write64(gdt + seg.selector + i * 8, q));
   });
@@ -112,6 +118,7 @@ export function buildSystemImage(
     gdt: guestAddress + gdt,
     idt: guestAddress + idt,
     tss: guestAddress + tss,
+    control: guestAddress + control,
     pml4,
     code: guestAddress + code,
     entry: guestAddress + code + program.symbols.entry,

@@ -1,0 +1,133 @@
+/**
+ * `postcopy migrate send | receive | --demo`: runs a role, shows progress on a terminal,
+ * prints the figures (text or JSON), and says whether the oracle passed.
+ */
+import { spawn } from 'node:child_process';
+import { Progress } from '../../cli/progress.js';
+import type { Io } from '../../cli/command.js';
+import { PostcopyError } from '../../errors.js';
+import { Kvm } from '../../kvm/system.js';
+import { Listener } from '../../transport/listener.js';
+import { formatHostPort } from '../../transport/host-port.js';
+import { formatSize } from '../../util/format.js';
+import { type DestinationReport, runDestination } from './destination.js';
+import { GUEST_ADDRESS, type ReceiveOptions, type SendOptions } from './options.js';
+import { clean, destinationLines, sourceLines, toJson } from './report.js';
+import { type SourceEvent, type SourceReport, runSource } from './source.js';
+
+function sourceProgress(progress: Progress | undefined, io: Io, json: boolean) {
+  return (e: SourceEvent) => {
+    if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages in ${e.ms.toFixed(0)} ms`);
+    else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.sent}/${e.of} stale pages sent`);
+    else if (e.phase === 'switchover') {
+      progress?.clear();
+      // Always said (not only on a terminal): a supervisor or a test waits for this line.
+      if (!json) io.err(`switchover: ${e.stalePages} stale page(s); post-copy started\n`);
+      else io.err(`switchover: ${e.stalePages} stale page(s); post-copy started\n`);
+    }
+  };
+}
+
+export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<SourceReport> {
+  const kvm = Kvm.open();
+  const progress = json ? undefined : Progress.forStream(process.stderr);
+  try {
+    const report = await runSource(kvm, {
+      host: o.host,
+      port: o.port,
+      shape: { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS },
+      mode: o.mode,
+      policy: o.policy,
+      warmupMs: o.warmupMs,
+      bandwidth: o.bandwidth,
+      timeoutMs: o.timeoutMs,
+      onEvent: sourceProgress(progress, io, json),
+    });
+    progress?.clear();
+    if (json) io.out(`${toJson(report)}\n`);
+    else io.out(`${sourceLines(report).join('\n')}\n`);
+    return report;
+  } finally {
+    progress?.clear();
+    kvm.close();
+  }
+}
+
+export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Promise<DestinationReport> {
+  const kvm = Kvm.open();
+  const listener = await Listener.listen(o.host, o.port);
+  const progress = json ? undefined : Progress.forStream(process.stderr);
+  try {
+    const report = await runDestination(kvm, {
+      listener,
+      ...(o.mode ? { mode: o.mode } : {}),
+      ...(o.source ? { source: o.source } : {}),
+      maxMemory: o.maxMemory,
+      mapClean: o.mapClean,
+      runAfterMs: o.runAfterMs,
+      timeoutMs: o.timeoutMs,
+      onEvent: (e) => {
+        // These lines go to stderr whatever the output format: the demo and tests read them.
+        if (e.phase === 'listening') io.err(`listening on ${formatHostPort(e.host, e.port)}\n`);
+        else if (e.phase === 'refused') io.err(`refused ${e.peer}: ${e.reason}\n`);
+        else if (e.phase === 'accepted') io.err(`accepted ${e.peer}: ${formatSize(e.hello.memory.size)}, ${e.hello.vcpus} vCPU(s), ${e.hello.source}, ${e.hello.mode.toUpperCase()}\n`);
+        else if (e.phase === 'resumed') io.err(`resumed: ${e.stalePages} stale page(s), downtime ${e.downtimeMs.toFixed(2)} ms\n`);
+        else if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages`);
+        else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.received}/${e.of} stale pages in`);
+        else if (e.phase === 'complete') progress?.clear();
+      },
+    });
+    progress?.clear();
+    if (json) io.out(`${toJson(report)}\n`);
+    else io.out(`${destinationLines(report).join('\n')}\n`);
+    return report;
+  } finally {
+    progress?.clear();
+    await listener.close();
+    kvm.close();
+  }
+}
+
+/**
+ * Both roles on this machine over loopback: the destination in a child process (two VMs,
+ * two processes, real TCP), the source here. Prints both sides' figures.
+ */
+export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>, io: Io, json: boolean): Promise<{ source: SourceReport; destination: DestinationReport }> {
+  const cli = new URL('../../cli/main.js', import.meta.url);
+  const child = spawn(
+    process.execPath,
+    [cli.pathname, 'migrate', 'receive', '--listen', '127.0.0.1:0', '--json', '-s', send.source, '-u', send.mode.toUpperCase(),
+      '--map-clean', receive.mapClean, '--run-after', `${receive.runAfterMs}ms`, '--timeout', `${send.timeoutMs}ms`],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const m = /listening on [^\n]*:(\d+)\n/.exec(stderr);
+      if (m) resolve(Number(m[1]));
+    });
+    void exited.then((code) => reject(new PostcopyError('ERR_DEMO', `the destination exited (${code}) before listening: ${stderr.trim()}`)));
+  });
+  if (!json) io.err(`destination listening on 127.0.0.1:${port} (pid ${child.pid}); migrating ${formatSize(send.bytesPerVcpu * send.vcpus)}, ${send.vcpus} vCPU(s), ${send.source}, ${send.mode.toUpperCase()} faults\n`);
+  let source: SourceReport;
+  try {
+    source = await sendMain({ ...send, host: '127.0.0.1', port }, json ? { out: () => undefined, err: () => undefined } : { out: (t) => io.out(`source\n${t.trimEnd().split('\n').map((l) => `  ${l}`).join('\n')}\n`), err: io.err }, json);
+  } catch (e) {
+    const code = await Promise.race([exited, new Promise<number>((r) => setTimeout(() => (child.kill('SIGKILL'), r(-1)), 5000))]);
+    throw new PostcopyError('ERR_DEMO', `${(e as Error).message}; the destination exited ${code}: ${stderr.trim().split('\n').slice(-2).join(' | ')}`);
+  }
+  const code = await exited;
+  let destination: DestinationReport;
+  try {
+    destination = JSON.parse(stdout) as DestinationReport;
+  } catch {
+    throw new PostcopyError('ERR_DEMO', `the destination exited ${code} without a report: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  }
+  if (json) io.out(`${toJson({ source, destination })}\n`);
+  else io.out(`destination\n${destinationLines(destination).map((l) => `  ${l}`).join('\n')}\n${clean(destination) ? 'PASS: not one write lost' : 'FAIL: writes were lost'}\n`);
+  return { source, destination };
+}

@@ -1,0 +1,51 @@
+/** What `postcopy migrate` is asked to do, once the command line is checked (cli/migrate.ts). */
+import type { BackingSourceName } from '../../memory/backing.js';
+import type { MigrationMode } from './protocol.js';
+import type { SwitchoverPolicy } from './source.js';
+
+export interface SendOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly source: BackingSourceName;
+  readonly mode: MigrationMode;
+  /** Guest memory per vCPU, as bench's -b. */
+  readonly bytesPerVcpu: number;
+  readonly vcpus: number;
+  readonly policy: SwitchoverPolicy;
+  readonly warmupMs: number;
+  readonly bandwidth: number;
+  readonly timeoutMs: number;
+}
+
+export interface ReceiveOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly source: BackingSourceName | undefined;
+  readonly mode: MigrationMode | undefined;
+  readonly maxMemory: number;
+  readonly mapClean: 'before' | 'after';
+  readonly runAfterMs: number;
+  readonly timeoutMs: number;
+}
+
+/** Guest memory starts at 4 GiB, above the system slot, as the bench's does. */
+export const GUEST_ADDRESS = 4 * 2 ** 30;
+
+export const DEFAULTS = {
+  /** The demo: 1 GiB over 2 vCPUs, MINOR faults on shmem (seed 001's flow). */
+  source: 'shmem' as BackingSourceName,
+  bytesPerVcpu: 512 * 2 ** 20,
+  vcpus: 2,
+  maxRounds: 5,
+  maxStalePages: 256,
+  warmupMs: 500,
+  timeoutMs: 10_000,
+  runAfterMs: 1000,
+  maxMemory: 64 * 2 ** 30,
+  mapClean: 'after' as const,
+};
+
+/** The mode a backing source migrates with unless told: MINOR where memory is shared (the seed's flow), MISSING where it is private (QEMU's). */
+export function defaultMode(shared: boolean): MigrationMode {
+  return shared ? 'minor' : 'missing';
+}

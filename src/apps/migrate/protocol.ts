@@ -1,0 +1,170 @@
+/**
+ * The migration protocol: which frames exist, what each carries, and the handshake both
+ * sides must agree on before any page moves. The wire format (8-byte header, length,
+ * type, flags) is src/transport's; this file gives the payloads meaning.
+ *
+ * Two TCP connections from the source to the destination's listener:
+ *   main    HELLO → ACCEPT | REFUSE, then PAGES… ROUND_END… (precopy), SWITCHOVER,
+ *           PAGES… (post-copy background stream); back: RESUMED, COMPLETE, ERROR.
+ *   urgent  URGENT (joins the session), then REQUEST from the destination for a page a
+ *           vCPU is waiting on, answered by PAGES at once: never queued behind the
+ *           background stream.
+ * Control payloads are JSON, checked field by field; page payloads are binary.
+ */
+import { PostcopyError } from '../../errors.js';
+
+export const PROTOCOL_VERSION = 1;
+/** HELLO.magic: a peer that is not a postcopy migration is refused by name. */
+export const PROTOCOL_MAGIC = 'postcopy-migrate';
+
+export const FrameType = {
+  HELLO: 1,
+  ACCEPT: 2,
+  /** Either side: this peer gives up; payload { message }. */
+  ERROR: 3,
+  /** u64 guest address of the first page, then whole pages (a run). */
+  PAGES: 4,
+  ROUND_END: 5,
+  /** u32 length of a JSON header, the header, the vCPUs' state blobs, the stale-page bitmap. */
+  SWITCHOVER: 6,
+  RESUMED: 7,
+  /** u64 guest address of a page a vCPU waits for. */
+  REQUEST: 8,
+  COMPLETE: 9,
+  /** First frame on the urgent connection: { session }. */
+  URGENT: 10,
+} as const;
+export type FrameTypeName = keyof typeof FrameType;
+
+const NAMES = new Map<number, FrameTypeName>(Object.entries(FrameType).map(([k, v]) => [v, k as FrameTypeName]));
+export const isFrameType = (t: number): boolean => NAMES.has(t);
+export const frameName = (t: number): string => NAMES.get(t) ?? `0x${t.toString(16)}`;
+
+/** Largest frame payload either side accepts: a SWITCHOVER of a large guest, or a run of 2 MiB pages. */
+export const MAX_PAYLOAD = 64 * 2 ** 20;
+
+export type MigrationMode = 'minor' | 'missing';
+
+/** What the source proposes; the destination builds the same guest or refuses. */
+export interface Hello {
+  readonly magic: string;
+  readonly version: number;
+  /** The unit pages move in: the backing's page size. */
+  readonly pageSize: number;
+  /** The guest's memory: one slot of test memory. */
+  readonly memory: { readonly guestAddress: number; readonly size: number };
+  readonly vcpus: number;
+  readonly mode: MigrationMode;
+  readonly source: string;
+  /** The guest program's name and the length of its code: both sides must run the same one. */
+  readonly program: { readonly name: string; readonly codeBytes: number };
+  /** Joins the urgent connection to this session. */
+  readonly session: string;
+}
+
+/** The protocol was not followed: a frame's content is wrong for where it came. */
+export class MigrationProtocolError extends PostcopyError {
+  override name = 'MigrationProtocolError';
+  constructor(detail: string, remedy?: string) {
+    super('ERR_MIGRATION_PROTOCOL', detail, remedy);
+  }
+}
+
+/** A JSON control payload, or a protocol error saying which frame was bad. */
+export function decodeJson(type: number, payload: Uint8Array): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch {
+    throw new MigrationProtocolError(`${frameName(type)} frame: payload is not JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new MigrationProtocolError(`${frameName(type)} frame: payload is not a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+export function encodeJson(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max;
+
+/**
+ * Checks a HELLO field by field. Returns the Hello, or throws saying which field is wrong
+ * and, for a version mismatch, which versions each side speaks.
+ */
+export function parseHello(payload: Uint8Array): Hello {
+  const h = decodeJson(FrameType.HELLO, payload);
+  if (h.magic !== PROTOCOL_MAGIC) throw new MigrationProtocolError(`HELLO: not a postcopy migration (magic ${JSON.stringify(h.magic)})`);
+  if (h.version !== PROTOCOL_VERSION) {
+    throw new MigrationProtocolError(
+      `HELLO: protocol version ${JSON.stringify(h.version)}, this side speaks ${PROTOCOL_VERSION}`,
+      'Run the same postcopy version on both sides',
+    );
+  }
+  if (!isInt(h.pageSize, 4096) || (h.pageSize & (h.pageSize - 1)) !== 0) throw new MigrationProtocolError(`HELLO: page size ${JSON.stringify(h.pageSize)} is not a power of two ≥ 4096`);
+  const m = h.memory as Record<string, unknown> | undefined;
+  if (typeof m !== 'object' || m === null || !isInt(m.guestAddress) || !isInt(m.size, h.pageSize) || m.size % h.pageSize !== 0 || m.guestAddress % h.pageSize !== 0) {
+    throw new MigrationProtocolError(`HELLO: memory ${JSON.stringify(m)} is not a page-aligned { guestAddress, size }`);
+  }
+  if (!isInt(h.vcpus, 1, 256)) throw new MigrationProtocolError(`HELLO: vcpus ${JSON.stringify(h.vcpus)} is not in 1..256`);
+  if (h.mode !== 'minor' && h.mode !== 'missing') throw new MigrationProtocolError(`HELLO: mode ${JSON.stringify(h.mode)} is not 'minor' or 'missing'`);
+  if (typeof h.source !== 'string') throw new MigrationProtocolError('HELLO: source is missing');
+  const p = h.program as Record<string, unknown> | undefined;
+  if (typeof p !== 'object' || p === null || typeof p.name !== 'string' || !isInt(p.codeBytes)) throw new MigrationProtocolError('HELLO: program is missing');
+  if (typeof h.session !== 'string' || h.session.length === 0 || h.session.length > 64) throw new MigrationProtocolError('HELLO: session is missing');
+  return {
+    magic: h.magic,
+    version: h.version,
+    pageSize: h.pageSize,
+    memory: { guestAddress: m.guestAddress, size: m.size },
+    vcpus: h.vcpus,
+    mode: h.mode,
+    source: h.source,
+    program: { name: p.name, codeBytes: p.codeBytes },
+    session: h.session,
+  };
+}
+
+/** PAGES payload: u64 first guest address, then the pages. */
+export function pagesHeader(guestAddress: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeBigUInt64LE(BigInt(guestAddress));
+  return b;
+}
+
+/** A PAGES payload's run: its first guest address and page bytes, checked against the memory. */
+export function parsePages(payload: Uint8Array, pageSize: number, memory: { guestAddress: number; size: number }): { guestAddress: number; data: Uint8Array } {
+  if (payload.byteLength < 8 + pageSize || (payload.byteLength - 8) % pageSize !== 0) {
+    throw new MigrationProtocolError(`PAGES frame of ${payload.byteLength} bytes is not a guest address and whole ${pageSize}-byte pages`);
+  }
+  const guestAddress = Number(Buffer.from(payload.buffer, payload.byteOffset, 8).readBigUInt64LE());
+  const length = payload.byteLength - 8;
+  if (guestAddress % pageSize !== 0 || guestAddress < memory.guestAddress || guestAddress + length > memory.guestAddress + memory.size) {
+    throw new MigrationProtocolError(`PAGES frame for [0x${guestAddress.toString(16)}, 0x${(guestAddress + length).toString(16)}) is outside the guest's memory or misaligned`);
+  }
+  return { guestAddress, data: payload.subarray(8) };
+}
+
+/** REQUEST payload: the u64 guest address of one page. */
+export function encodeRequest(guestAddress: number): Buffer {
+  return pagesHeader(guestAddress);
+}
+
+export function parseRequest(payload: Uint8Array, pageSize: number, memory: { guestAddress: number; size: number }): number {
+  if (payload.byteLength !== 8) throw new MigrationProtocolError(`REQUEST frame of ${payload.byteLength} bytes, not 8`);
+  const a = Number(Buffer.from(payload.buffer, payload.byteOffset, 8).readBigUInt64LE());
+  if (a % pageSize !== 0 || a < memory.guestAddress || a >= memory.guestAddress + memory.size) {
+    throw new MigrationProtocolError(`REQUEST for 0x${a.toString(16)}: not a page of the guest's memory`);
+  }
+  return a;
+}
+
+/** ERROR payload's message, whatever the peer sent. */
+export function errorMessage(payload: Uint8Array): string {
+  try {
+    const m = decodeJson(FrameType.ERROR, payload).message;
+    return typeof m === 'string' ? m.slice(0, 500) : 'no message';
+  } catch {
+    return 'an unreadable ERROR frame';
+  }
+}

@@ -1,0 +1,40 @@
+/** The figures of a migration as text lines and as JSON (bigints as decimal strings). */
+import { formatSize } from '../../util/format.js';
+import type { DestinationReport } from './destination.js';
+import type { SourceReport } from './source.js';
+
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v), 2);
+}
+
+export function sourceLines(s: SourceReport): string[] {
+  return [
+    `precopy:    ${s.rounds.length} round(s) [${s.rounds.map((r) => r.pages).join(', ')}] pages in ${f1(s.precopyMs)} ms (first round ${f1(s.streamMBps)} MB/s)`,
+    `blackout:   ${s.stalePages} stale page(s); downtime ${f2(s.downtimeMs)} ms (source pause → destination resume)`,
+    `post-copy:  ${s.onDemandPages} page(s) on demand, ${s.backgroundPages} in the background${s.lateRequests ? `, ${s.lateRequests} request(s) for pages already sent` : ''}`,
+    `total:      ${f1(s.totalMs)} ms`,
+  ];
+}
+
+export function destinationLines(d: DestinationReport): string[] {
+  const l = d.latencyMs;
+  const stall = Number.isFinite(d.guestStallMs) ? `${f2(d.guestStallMs)} ms (${d.stallAfterSwitchover ? 'at or after the switchover' : 'before the migration paused it'})` : 'not measured (guest clocks could not be lined up)';
+  return [
+    `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} vCPU(s), ${d.source}, ${d.mode.toUpperCase()} faults`,
+    `resume:     downtime ${f2(d.downtimeMs)} ms, of which ${f2(d.resumeMs)} ms here after SWITCHOVER${d.mode === 'minor' ? `; clean pages mapped in ${f1(d.mapCleanMs)} ms` : ''}`,
+    `post-copy:  ${d.stalePages} stale page(s) in ${f1(d.postcopyMs)} ms: ${d.onDemandPages} requested, ${d.backgroundPages} from the background stream${d.duplicatePages ? `, ${d.duplicatePages} duplicate(s) dropped` : ''}`,
+    `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network); latency p50 ${f2(l.p50)} ms, p99 ${f2(l.p99)} ms, max ${f2(l.max)} ms`,
+    `blocktime:  ${d.blocktimeMs.map((b, i) => `vCPU ${i} ${f2(b)} ms`).join(', ')}`,
+    `stall:      longest gap in the guest's own progress ${stall}`,
+    `oracle:     ${d.oracle.checkedPages} page(s) checked, ${d.oracle.lostWrites} lost write(s); the guest saw ${d.oracle.guestMismatches} mismatch(es)` +
+      (d.oracle.first.length ? `; first: ${d.oracle.first.slice(0, 4).map((b) => `0x${b.guestAddress.toString(16)} holds ${b.found}, expected ${b.expected}`).join('; ')}` : ''),
+  ];
+}
+
+/** Whether the oracle passed: no page behind, none ahead, and the guest saw nothing wrong. */
+export function clean(d: DestinationReport): boolean {
+  return d.oracle.lostWrites === 0 && d.oracle.guestMismatches === 0;
+}

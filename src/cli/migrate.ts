@@ -1,0 +1,210 @@
+import { BACKING_INFO, BACKING_SOURCES, isBackingSource, type BackingSourceName } from '../memory/backing.js';
+import { native } from '../native/binding.js';
+import { parseDuration, parseHostPort, parseSize } from '../util/format.js';
+import { DEFAULTS, defaultMode, type ReceiveOptions, type SendOptions } from '../apps/migrate/options.js';
+import type { MigrationMode } from '../apps/migrate/protocol.js';
+import { type Command, ExitCode, type Io, UsageError, parseOptions } from './command.js';
+
+const NAME = 'postcopy migrate';
+const usage = (message: string) => new UsageError(message, `${NAME} --help`);
+
+function duration(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const ms = parseDuration(text);
+  if (ms === undefined) throw usage(`${flag} takes a duration such as 500ms or 2s, got '${text}'`);
+  return ms;
+}
+
+function size(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const b = parseSize(text);
+  if (b === undefined || b <= 0) throw usage(`${flag} takes a size such as 256M or 1G, got '${text}'`);
+  return b;
+}
+
+function integer(flag: string, text: string | undefined, fallback: number, min = 1): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < min) throw usage(`${flag} needs an integer ≥ ${min}, got '${text}'`);
+  return Number(text);
+}
+
+function backing(text: string | undefined): BackingSourceName | undefined {
+  if (text === undefined) return undefined;
+  if (!isBackingSource(text)) throw usage(`-s: unknown backing source '${text}'; one of ${BACKING_SOURCES.join(', ')}`);
+  return text;
+}
+
+function mode(text: string | undefined): MigrationMode | undefined {
+  if (text === undefined) return undefined;
+  const u = text.toUpperCase();
+  if (u !== 'MISSING' && u !== 'MINOR') throw usage(`-u takes MISSING or MINOR, got '${text}'`);
+  return u === 'MINOR' ? 'minor' : 'missing';
+}
+
+function endpoint(flag: string, text: string | undefined): { host: string; port: number } {
+  if (text === undefined) throw usage(`${flag} HOST:PORT is required`);
+  const hp = parseHostPort(text);
+  if (!hp) throw usage(`${flag} takes HOST:PORT (e.g. 127.0.0.1:4444), got '${text}'`);
+  return hp;
+}
+
+const OPTIONS = {
+  connect: { type: 'string' },
+  listen: { type: 'string' },
+  demo: { type: 'boolean' },
+  s: { type: 'string' },
+  u: { type: 'string' },
+  b: { type: 'string' },
+  v: { type: 'string' },
+  'postcopy-now': { type: 'boolean' },
+  'postcopy-after': { type: 'string' },
+  'max-rounds': { type: 'string' },
+  'max-stale': { type: 'string' },
+  warmup: { type: 'string' },
+  bandwidth: { type: 'string' },
+  timeout: { type: 'string' },
+  'max-memory': { type: 'string' },
+  'map-clean': { type: 'string' },
+  'run-after': { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+type Values = ReturnType<typeof parseOptions<typeof OPTIONS>>['values'];
+
+function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
+  const source = backing(v.s) ?? DEFAULTS.source;
+  const m = mode(v.u) ?? defaultMode(BACKING_INFO[source].shared);
+  if (m === 'minor' && !BACKING_INFO[source].shared) throw usage(`-u MINOR needs shared memory (-s shmem or shared_hugetlb), not ${source}`);
+  if (source === 'guest_memfd') throw usage('-s guest_memfd: this kernel cannot register guest_memfd with userfaultfd (see `postcopy probe`); use shmem');
+  const postcopyAfter = v['postcopy-after'] === undefined ? undefined : duration('--postcopy-after', v['postcopy-after'], 0);
+  return {
+    source,
+    mode: m,
+    bytesPerVcpu: size('-b', v.b, DEFAULTS.bytesPerVcpu),
+    vcpus: integer('-v', v.v, DEFAULTS.vcpus),
+    policy: {
+      postcopyNow: v['postcopy-now'] ?? false,
+      postcopyAfterMs: postcopyAfter,
+      maxRounds: integer('--max-rounds', v['max-rounds'], DEFAULTS.maxRounds),
+      maxStalePages: integer('--max-stale', v['max-stale'], DEFAULTS.maxStalePages, 0),
+    },
+    warmupMs: duration('--warmup', v.warmup, DEFAULTS.warmupMs),
+    bandwidth: v.bandwidth === undefined ? 0 : size('--bandwidth', v.bandwidth, 0),
+    timeoutMs: duration('--timeout', v.timeout, DEFAULTS.timeoutMs),
+  };
+}
+
+function receiveTuning(v: Values): Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'> {
+  const mapClean = v['map-clean'] ?? DEFAULTS.mapClean;
+  if (mapClean !== 'before' && mapClean !== 'after') throw usage(`--map-clean takes before or after, got '${mapClean}'`);
+  return { mapClean, runAfterMs: duration('--run-after', v['run-after'], DEFAULTS.runAfterMs) };
+}
+
+/** Which role, with its options: every refusal is a UsageError naming the flag. */
+export function parseMigrateArgs(args: string[]):
+  | { role: 'send'; json: boolean; send: SendOptions }
+  | { role: 'receive'; json: boolean; receive: ReceiveOptions }
+  | { role: 'demo'; json: boolean; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'> } {
+  const role = args[0] === 'send' || args[0] === 'receive' ? args[0] : undefined;
+  const rest = role ? args.slice(1) : args;
+  const { values: v } = parseOptions(NAME, rest, OPTIONS);
+  const json = v.json ?? false;
+  const only = (flags: (keyof Values)[], where: string) => {
+    for (const f of flags) if (v[f] !== undefined) throw usage(`${f.length === 1 ? '-' : '--'}${f} is for ${where}`);
+  };
+  if (role === 'send') {
+    if (v.demo) throw usage('--demo runs both roles; drop `send`');
+    only(['listen', 'max-memory', 'map-clean', 'run-after'], '`migrate receive` or --demo');
+    return { role, json, send: { ...endpoint('--connect', v.connect), ...sendOptions(v) } };
+  }
+  if (role === 'receive') {
+    if (v.demo) throw usage('--demo runs both roles; drop `receive`');
+    only(['connect', 'b', 'v', 'postcopy-now', 'postcopy-after', 'max-rounds', 'max-stale', 'warmup', 'bandwidth'], '`migrate send` (the source proposes the guest)');
+    const source = backing(v.s);
+    return {
+      role,
+      json,
+      receive: {
+        ...endpoint('--listen', v.listen),
+        source,
+        mode: mode(v.u),
+        maxMemory: size('--max-memory', v['max-memory'], DEFAULTS.maxMemory),
+        ...receiveTuning(v),
+        timeoutMs: duration('--timeout', v.timeout, DEFAULTS.timeoutMs),
+      },
+    };
+  }
+  if (!v.demo) throw usage('say `send`, `receive` or --demo');
+  only(['connect', 'listen', 'max-memory'], '`migrate send` / `migrate receive`');
+  return { role: 'demo', json, send: sendOptions(v), receive: receiveTuning(v) };
+}
+
+export const migrateCommand: Command = {
+  name: 'migrate',
+  summary: 'live-migrate a running KVM guest over TCP: precopy, then post-copy (MINOR or MISSING faults)',
+  usage: `${NAME} --demo | send --connect HOST:PORT | receive --listen HOST:PORT [options]`,
+  description: [
+    'Moves a running guest from one process (send) to another (receive). The guest loops over',
+    'its memory, incrementing a counter in every page and timing its own progress. The source',
+    'streams memory while the guest runs (precopy; KVM dirty logging finds re-dirtied pages),',
+    'pauses it and sends the vCPUs\' state and the stale-page set (blackout); the destination',
+    'resumes at once and fetches stale pages on demand, ahead of a background stream (post-copy).',
+    'MINOR (shared memory): pages are written through an alias mapping and mapped with',
+    'UFFDIO_CONTINUE. MISSING (private memory, as QEMU): stale pages are dropped and filled with',
+    'UFFDIO_COPY. Afterwards the destination pauses the guest and checks every page\'s counter:',
+    'one lost write fails the migration (exit 1).',
+    '',
+    '--demo runs both roles on this machine over loopback (the destination in a child process).',
+    `Defaults: ${DEFAULTS.vcpus} vCPUs × ${DEFAULTS.bytesPerVcpu / 2 ** 20} MiB of ${DEFAULTS.source}, MINOR faults.`,
+    'Needs root (or /dev/kvm and /dev/userfaultfd access); hugetlb sources need reserved hugepages.',
+  ].join('\n'),
+  optionHelp: [
+    ['--demo', 'run source and destination locally and print both sides\' figures'],
+    ['send --connect HOST:PORT', 'run the guest here and migrate it to a listening destination'],
+    ['receive --listen HOST:PORT', 'wait for a source (port 0: any free port; the port is printed)'],
+    ['-s <source>', `backing source: ${BACKING_SOURCES.filter((s) => s !== 'guest_memfd').join(', ')} (default ${DEFAULTS.source}; receive: refuse others)`],
+    ['-u MINOR|MISSING', 'fault mode (default MINOR for shared memory, MISSING for private; receive: refuse the other)'],
+    ['-b <bytes>', `guest memory per vCPU, as bench's -b (default ${DEFAULTS.bytesPerVcpu / 2 ** 20}M)`],
+    ['-v <n>', `vCPUs (default ${DEFAULTS.vcpus})`],
+    ['--postcopy-now', 'switch to post-copy right after the first precopy round'],
+    ['--postcopy-after <duration>', 'switch once precopy has run this long (e.g. 2s)'],
+    ['--max-rounds <n>', `at most this many precopy rounds (default ${DEFAULTS.maxRounds})`],
+    ['--max-stale <pages>', `switch as soon as a round would send no more than this (default ${DEFAULTS.maxStalePages})`],
+    ['--warmup <duration>', `let the guest run this long before migrating (default ${DEFAULTS.warmupMs}ms)`],
+    ['--bandwidth <bytes>', 'limit the post-copy background stream to this many bytes/s (requested pages are never limited)'],
+    ['--timeout <duration>', `a peer silent this long is an error (default ${DEFAULTS.timeoutMs / 1000}s)`],
+    ['--max-memory <bytes>', 'receive: refuse larger guests (default 64G)'],
+    ['--map-clean before|after', 'MINOR: map clean pages before resuming the guest, or in the background after (default after)'],
+    ['--run-after <duration>', `how long the guest runs on after the last page before the check (default ${DEFAULTS.runAfterMs}ms)`],
+    ['--json', 'print every figure as JSON'],
+  ],
+
+  async run(args: string[], io: Io): Promise<number> {
+    const parsed = parseMigrateArgs(args);
+    const m = await import('../apps/migrate/main.js');
+    const { FrozenGuestError } = await import('../apps/migrate/destination.js');
+    const { clean } = await import('../apps/migrate/report.js');
+    if (parsed.role === 'send') {
+      await m.sendMain(parsed.send, io, parsed.json);
+      return ExitCode.OK;
+    }
+    if (parsed.role === 'receive') {
+      try {
+        const report = await m.receiveMain(parsed.receive, io, parsed.json);
+        if (clean(report)) return ExitCode.OK;
+        io.err(`postcopy: the oracle found ${report.oracle.lostWrites} lost write(s) and the guest saw ${report.oracle.guestMismatches} mismatch(es)\n`);
+        return ExitCode.FAILURE;
+      } catch (e) {
+        if (e instanceof FrozenGuestError) {
+          // The vCPUs are blocked on pages that will not come: end every thread now, before
+          // any descriptor closes (closing the userfaultfd would let them run on stale pages).
+          io.err(`postcopy: ${e.message}\n`);
+          native.exitNow(ExitCode.FAILURE);
+        }
+        throw e;
+      }
+    }
+    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json);
+    return clean(destination) ? ExitCode.OK : ExitCode.FAILURE;
+  },
+};
