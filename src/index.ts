@@ -36,3 +36,23 @@ export * from './kvm/guest/bench-program.js';
 export type { SystemLayout } from './kvm/guest/system-image.js';
 export { VcpuThread, StartGate, runVcpus, type VcpuThreadOptions } from './kvm/vcpu-thread.js';
 export type * from './kvm/vcpu-run.js';
+export {
+  Channel,
+  Listener,
+  FrameDecoder,
+  ProtocolError,
+  ConnectError,
+  ListenError,
+  encodeHeader,
+  FRAME_HEADER_SIZE,
+  DEFAULT_MAX_PAYLOAD,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_HIGH_WATER_MARK,
+  type Frame,
+  type KnownTypes,
+  type ChannelOptions,
+  type ConnectOptions,
+  type ListenOptions,
+  type FrameDecoderOptions,
+  type ProtocolErrorCode,
+} from './transport/index.js';

@@ -1,0 +1,6 @@
+export * from './errors.js';
+export * from './frame.js';
+export * from './frame-decoder.js';
+export * from './channel.js';
+export * from './listener.js';
+export { formatHostPort } from './host-port.js';
