@@ -19,15 +19,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { hva } from '../../address.js';
 import { PostcopyError } from '../../errors.js';
 import type { Kvm } from '../../kvm/system.js';
-import { MapFlag } from '../../memory/constants.js';
-import { Mapping } from '../../memory/mapping.js';
 import { BACKING_INFO, isBackingSource, type BackingSourceName } from '../../memory/backing.js';
 import { Histogram } from '../../metrics/histogram.js';
 import { isSystemError } from '../../native/errors.js';
 import { Channel } from '../../transport/channel.js';
 import type { Frame } from '../../transport/frame.js';
 import type { Listener } from '../../transport/listener.js';
-import { Userfaultfd } from '../../uffd/userfaultfd.js';
+import { type FillResult, Userfaultfd } from '../../uffd/userfaultfd.js';
+import { native } from '../../native/binding.js';
 import { MIGRATE_PROGRAM, checkCounters, type MigrateState } from '../../kvm/guest/migrate-program.js';
 import { FaultReader, type FaultMessage, type FaultReaderStats } from './fault-reader.js';
 import { GUEST_PAGE, MigrationGuest, checkShape } from './guest.js';
@@ -118,15 +117,21 @@ export interface DestinationReport {
   readonly latencyMs: { count: number; p50: number; p99: number; max: number };
   /** Per vCPU, the sum of those waits (ms). */
   readonly blocktimeMs: readonly number[];
-  /** The longest gap in any vCPU's own progress (guest TSC), ms; NaN if the TSCs could not be lined up. */
+  /**
+   * The longest gap in any vCPU's own progress (guest TSC) from the source's pause on: the
+   * blackout, post-copy waits, and the run after; ms. NaN if the TSCs could not be lined up.
+   */
   readonly guestStallMs: number;
-  /** Whether that gap ended after the switchover (else it was before the migration paused the guest). */
-  readonly stallAfterSwitchover: boolean;
   readonly states: readonly MigrateState[];
   readonly oracle: OracleResult;
 }
 
 const ms = (ns: bigint) => Number(ns) / 1e6;
+
+/** A UFFDIO_COPY/CONTINUE over [at, at+length), continued where a partial fill (EAGAIN) stopped. */
+function resolveAll(op: (at: number, src: number, length: number) => FillResult, at: number, src: number, length: number): void {
+  for (let done = 0; done < length; ) done += op(at + done, src + done, length - done).bytes;
+}
 
 function uffdFeatures(mode: MigrationMode, source: BackingSourceName): ('MINOR_SHMEM' | 'MINOR_HUGETLBFS' | 'MISSING_SHMEM' | 'MISSING_HUGETLBFS' | 'THREAD_ID')[] {
   const info = BACKING_INFO[source];
@@ -278,9 +283,8 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
   // Where arriving bytes are written: the alias (never registered) for MINOR; the guest's own
   // mapping for MISSING, which is registered only at switchover.
   const fill = (hello.mode === 'minor' ? guest.backing.alias! : primary).bytes();
-  const staging = Mapping.map(Math.max(unit, 4096), { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS });
-  const stagingBytes = staging.bytes();
   const states = new PageStates(units);
+  const populated = new Uint8Array(hello.mode === 'missing' ? units : 0);
 
   const rounds: { round: number; pages: number }[] = [];
   let precopyPages = 0;
@@ -313,33 +317,53 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
   void main.closed.then((e) => e && failWith(e));
   void urgent.closed.then((e) => e && failWith(e));
 
-  /** Places a page that arrived after the switchover, once; wakes whoever waits on it. */
-  const place = (u: number, data: Uint8Array) => {
-    if (states.present(u)) {
-      duplicatePages++;
+  /** The waits that end now that unit `u` is in: latency and blocktime. */
+  const arrived = (u: number, now: number) => {
+    const r = requested.get(u);
+    if (!r) {
+      backgroundPages++;
       return;
     }
-    const at = hva(primary.address + u * unit);
-    if (hello.mode === 'minor') {
-      fill.set(data, u * unit);
-      while (!uffd.continue(at, unit).complete);
-    } else {
-      stagingBytes.set(data);
-      while (!uffd.copy(at, staging.address, unit).complete);
+    requested.delete(u);
+    const waited = now - r.at;
+    latency.record(waited * 1e6);
+    for (const tid of r.tids) {
+      const v = tidToVcpu.get(tid);
+      if (v !== undefined) blocktime[v]! += waited;
     }
-    states.markPresent(u);
-    remaining--;
-    const r = requested.get(u);
-    if (r) {
-      requested.delete(u);
-      const waited = performance.timeOrigin + performance.now() - r.at;
-      latency.record(waited * 1e6);
-      for (const tid of r.tids) {
-        const v = tidToVcpu.get(tid);
-        if (v !== undefined) blocktime[v]! += waited;
+  };
+
+  /**
+   * Places pages that arrived after the switchover, each once, in runs: one UFFDIO_CONTINUE
+   * (or UFFDIO_COPY straight from the received bytes) per run of pages not yet present,
+   * which also wakes whoever waits on them. A page already present is never written again:
+   * the guest may have written it since.
+   */
+  const place = (first: number, data: Uint8Array) => {
+    const n = data.byteLength / unit;
+    for (let i = 0; i < n; ) {
+      if (states.present(first + i)) {
+        duplicatePages++;
+        i++;
+        continue;
       }
-    } else {
-      backgroundPages++;
+      let j = i + 1;
+      while (j < n && !states.present(first + j)) j++;
+      const at = primary.address + (first + i) * unit;
+      const run = data.subarray(i * unit, j * unit);
+      if (hello.mode === 'minor') {
+        fill.set(run, (first + i) * unit);
+        resolveAll((a, _s, len) => uffd.continue(hva(a), len), at, 0, run.byteLength);
+      } else {
+        resolveAll((a, src, len) => uffd.copy(hva(a), hva(src), len), at, native.addressOf(run), run.byteLength);
+      }
+      const now = performance.timeOrigin + performance.now();
+      for (let k = i; k < j; k++) {
+        states.markPresent(first + k);
+        arrived(first + k, now);
+      }
+      remaining -= j - i;
+      i = j;
     }
     if (remaining === 0) {
       completeAtNs = process.hrtime.bigint();
@@ -356,11 +380,27 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
     const { guestAddress, data } = parsePages(f.payload, unit, memory);
     const first = (guestAddress - base) / unit;
     if (!switched) {
-      fill.set(data, first * unit);
-      precopyPages += data.byteLength / unit;
+      const n = data.byteLength / unit;
+      if (hello.mode === 'minor') fill.set(data, first * unit);
+      else {
+        // The guest's mapping is registered already: a page's first bytes go in with
+        // UFFDIO_COPY (writing an absent page would fault into our own reader); later
+        // rounds overwrite it in place.
+        for (let i = 0; i < n; i++) {
+          const u = first + i;
+          const page = data.subarray(i * unit, (i + 1) * unit);
+          if (populated[u]) fill.set(page, u * unit);
+          else {
+            resolveAll((a, src, len) => uffd.copy(hva(a), hva(src), len), primary.address + u * unit, native.addressOf(page), unit);
+            populated[u] = 1;
+          }
+        }
+      }
+      precopyPages += n;
       return;
     }
-    for (let i = 0; i < data.byteLength / unit; i++) place(first + i, data.subarray(i * unit, (i + 1) * unit));
+    if (remaining > 0) place(first, data);
+    else duplicatePages += data.byteLength / unit;
   };
 
   const onFault = (m: FaultMessage) => {
@@ -392,13 +432,13 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
       let n = 1;
       while (n < chunk && u + n < units && isClean(u + n)) n++;
       try {
-        while (!uffd.continue(hva(primary.address + u * unit), n * unit).complete);
+        resolveAll((a, _s, len) => uffd.continue(hva(a), len), primary.address + u * unit, 0, n * unit);
       } catch (e) {
         if (!isSystemError(e, 'EEXIST')) throw e;
         // A vCPU faulted on one of these first and the reader mapped it: go page by page.
         for (let i = 0; i < n; i++) {
           try {
-            while (!uffd.continue(hva(primary.address + (u + i) * unit), unit).complete);
+            uffd.continue(hva(primary.address + (u + i) * unit), unit);
           } catch (e2) {
             if (!isSystemError(e2, 'EEXIST')) throw e2;
           }
@@ -420,8 +460,7 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
     sw = parseSwitchover(f.payload, { vcpus: hello.vcpus, pages: units });
     remaining = states.setFromStaleBitmap(sw.stale);
     switched = true;
-    // Register before anything can touch the guest's mapping; MISSING: drop the stale pages so they fault.
-    uffd.register(hva(primary.address), hello.memory.size, [hello.mode === 'minor' ? 'MINOR' : 'MISSING']);
+    // MISSING: drop the stale pages so that a vCPU's touch faults.
     if (hello.mode === 'missing') {
       for (let u = 0; u < units; u++) {
         if (states.present(u)) continue;
@@ -431,7 +470,7 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
         u += n - 1;
       }
     }
-    guest.load(sw.vcpus);
+    guest.load(sw.vcpus, { resetStall: true });
     tscAligned = alignTsc(guest, sw);
     if (hello.mode === 'minor' && o.mapClean === 'before') await mapClean(0);
     const tids = guest.go();
@@ -462,6 +501,8 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
         case FrameType.ROUND_END: {
           const r = JSON.parse(Buffer.from(f.payload).toString()) as { round: number; pages: number };
           rounds.push({ round: r.round, pages: r.pages });
+          // Tell the source this round is in: it starts the next one (or the blackout) on an empty pipe.
+          main.send(FrameType.ROUND_END, 0, encodeJson({ round: r.round }));
           o.onEvent?.({ phase: 'round', round: r.round, pages: r.pages });
           return;
         }
@@ -487,7 +528,10 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
       failWith(e as Error);
     }
   };
-  // Everything that takes long to start is started now, before the source pauses its guest.
+  // Everything that takes long is done now, before the source pauses its guest: the
+  // registration (the guest's mapping is touched only by the guest, and by UFFDIO_COPY in
+  // MISSING mode), the fault reader, the vCPU threads.
+  uffd.register(hva(primary.address), hello.memory.size, [hello.mode === 'minor' ? 'MINOR' : 'MISSING']);
   reader = await FaultReader.start(uffd, { mode: hello.mode, regionStart: primary.address, pageSize: unit, states }, onFault, failWith);
   await guest.arm();
   main.onFrame(handle);
@@ -501,55 +545,46 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
     }
   });
 
-  try {
-    await finished;
-    await mapping;
-    main.expectClose();
-    urgent.expectClose();
-    // The source is done; the guest runs on alone.
-    await sleep(o.runAfterMs);
-    await guest.pause();
-    const faults = await reader!.stop();
-    uffd.unregister(hva(primary.address), hello.memory.size);
-    const finalStates = guest.states();
-    const oracle = check(guest, finalStates);
-    o.onEvent?.({ phase: 'checked', lostWrites: oracle.lostWrites });
-    const khz = sw!.tscKhz;
-    let stall = 0n;
-    let stallEnd = 0n;
-    for (const s of finalStates) {
-      if (s.maxGapTicks > stall) {
-        stall = s.maxGapTicks;
-        stallEnd = s.maxGapEndTsc;
-      }
-    }
-    return {
-      mode: hello.mode,
-      source: hello.source as BackingSourceName,
-      unit,
-      pages: units,
-      vcpus: hello.vcpus,
-      rounds,
-      precopyPages,
-      stalePages: sw!.stalePages,
-      onDemandPages,
-      backgroundPages,
-      duplicatePages,
-      downtimeMs: ms(resumedAtNs - sw!.pausedAtNs),
-      resumeMs: ms(resumedAtNs - switchoverAtNs),
-      mapCleanMs,
-      postcopyMs: ms(completeAtNs - resumedAtNs),
-      faults,
-      latencyMs: summarize(latency),
-      blocktimeMs: blocktime,
-      guestStallMs: tscAligned ? Number(stall) / khz : NaN,
-      stallAfterSwitchover: stallEnd > sw!.tsc,
-      states: finalStates,
-      oracle,
-    };
-  } finally {
-    staging.unmap();
+  await finished;
+  await mapping;
+  main.expectClose();
+  urgent.expectClose();
+  // The source is done; the guest runs on alone.
+  await sleep(o.runAfterMs);
+  await guest.pause();
+  const faults = await reader!.stop();
+  uffd.unregister(hva(primary.address), hello.memory.size);
+  const finalStates = guest.states();
+  const oracle = check(guest, finalStates);
+  o.onEvent?.({ phase: 'checked', lostWrites: oracle.lostWrites });
+  const khz = sw!.tscKhz;
+  let stall = 0n;
+  for (const s of finalStates) {
+    if (s.maxGapTicks > stall) stall = s.maxGapTicks;
   }
+  return {
+    mode: hello.mode,
+    source: hello.source as BackingSourceName,
+    unit,
+    pages: units,
+    vcpus: hello.vcpus,
+    rounds,
+    precopyPages,
+    stalePages: sw!.stalePages,
+    onDemandPages,
+    backgroundPages,
+    duplicatePages,
+    downtimeMs: ms(resumedAtNs - sw!.pausedAtNs),
+    resumeMs: ms(resumedAtNs - switchoverAtNs),
+    mapCleanMs,
+    postcopyMs: ms(completeAtNs - resumedAtNs),
+    faults,
+    latencyMs: summarize(latency),
+    blocktimeMs: blocktime,
+    guestStallMs: tscAligned ? Number(stall) / khz : NaN,
+    states: finalStates,
+    oracle,
+  };
 }
 
 /**

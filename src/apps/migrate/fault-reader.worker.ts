@@ -30,7 +30,7 @@ function resolveLocally(page: number): void {
   const at = hva(c.regionStart + page * c.pageSize);
   if (c.mode === 'minor') {
     try {
-      while (!uffd.continue(at, c.pageSize).complete);
+      for (let done = 0; done < c.pageSize; ) done += uffd.continue(hva(at + done), c.pageSize - done).bytes;
     } catch (e) {
       if (!isSystemError(e, 'EEXIST')) throw e;
       exists++;

@@ -16,7 +16,11 @@ import { packRegs, packSregs, unpackRegs, unpackSregs } from '../../kvm/x86/regs
 import { Backing, type BackingSourceName } from '../../memory/backing.js';
 import { formatSize } from '../../util/format.js';
 
+import { setPriority } from 'node:os';
+
 export const GUEST_PAGE = 4096;
+/** The nice value of vCPU threads (see arm()). */
+export const VCPU_NICE = 5;
 const MEMORY_SLOT = 1;
 
 export interface GuestShape {
@@ -51,6 +55,7 @@ export class MigrationGuest {
   #threads: VcpuThread[] = [];
   #tids: number[] = [];
   #gate: StartGate | undefined;
+  #nice = VCPU_NICE;
   readonly #pauseWord: BigUint64Array;
   #closed = false;
 
@@ -138,6 +143,19 @@ export class MigrationGuest {
     const gate = new StartGate();
     this.#threads = await Promise.all(this.vm.vcpus.map((v) => VcpuThread.spawn(v, { gate })));
     this.#tids = await Promise.all(this.#threads.map((t) => t.ready.then((r) => r.tid)));
+    // The guest's loop never idles. On a host with as few CPUs as vCPUs, the VMM threads
+    // that serve it (the event loop that moves pages, the fault reader) would wait a whole
+    // scheduler slice behind a vCPU for every page; a lower weight for vCPU threads lets
+    // them in at once. Best effort: leave the default where it is not allowed.
+    if (this.#nice !== 0) {
+      for (const tid of this.#tids) {
+        try {
+          setPriority(tid, this.#nice);
+        } catch {
+          break;
+        }
+      }
+    }
     this.#gate = gate;
   }
 
@@ -168,7 +186,9 @@ export class MigrationGuest {
     this.#gate = undefined;
     const threads = this.#threads;
     this.#threads = [];
-    const reports = await Promise.all(threads.map((t) => t.join()));
+    // The report comes once the vCPU is out of KVM_RUN and its thread has let go of it;
+    // the worker's own exit is not worth waiting for during a blackout.
+    const reports = await Promise.all(threads.map((t) => t.report));
     for (const r of reports) {
       if (r.type !== 'paused') throw new PostcopyError('ERR_GUEST', r.type === 'failed' ? r.error : `vCPU ${r.vcpuId} finished instead of pausing`);
     }
@@ -183,11 +203,17 @@ export class MigrationGuest {
     return this.vm.vcpus.map((v) => ({ regs: packRegs(v.getRegs()), sregs: packSregs(v.getSregs()) }));
   }
 
-  load(states: readonly VcpuState[]): void {
+  /**
+   * Loads saved vCPU states. `resetStall` zeroes the program's longest-gap record (R14,
+   * R15) but keeps the TSC of the last access (R13): the first access after resuming then
+   * measures the whole pause, and the record from here on is the migration's.
+   */
+  load(states: readonly VcpuState[], options: { resetStall?: boolean } = {}): void {
     if (states.length !== this.vm.vcpus.length) throw new InvalidArgumentError(`load: ${states.length} vCPU states for ${this.vm.vcpus.length} vCPUs`);
     this.vm.vcpus.forEach((v, i) => {
       v.setSregs(unpackSregs(states[i]!.sregs));
-      v.setRegs(unpackRegs(states[i]!.regs));
+      const regs = unpackRegs(states[i]!.regs);
+      v.setRegs(options.resetStall ? { ...regs, r14: 0n, r15: 0n } : regs);
     });
   }
 

@@ -4,8 +4,9 @@
  * type, flags) is src/transport's; this file gives the payloads meaning.
  *
  * Two TCP connections from the source to the destination's listener:
- *   main    HELLO → ACCEPT | REFUSE, then PAGES… ROUND_END… (precopy), SWITCHOVER,
- *           PAGES… (post-copy background stream); back: RESUMED, COMPLETE, ERROR.
+ *   main    HELLO → ACCEPT | ERROR, then PAGES… ROUND_END… (precopy), SWITCHOVER,
+ *           PAGES… (post-copy background stream); back: ROUND_END (the round is in),
+ *           RESUMED, COMPLETE, ERROR.
  *   urgent  URGENT (joins the session), then REQUEST from the destination for a page a
  *           vCPU is waiting on, answered by PAGES at once: never queued behind the
  *           background stream.

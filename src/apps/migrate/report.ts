@@ -16,19 +16,20 @@ export function sourceLines(s: SourceReport): string[] {
     `blackout:   ${s.stalePages} stale page(s); downtime ${f2(s.downtimeMs)} ms (source pause → destination resume)`,
     `post-copy:  ${s.onDemandPages} page(s) on demand, ${s.backgroundPages} in the background${s.lateRequests ? `, ${s.lateRequests} request(s) for pages already sent` : ''}`,
     `total:      ${f1(s.totalMs)} ms`,
+    `guest:      longest gap in its own progress before the pause ${f2(Math.max(...s.states.map((st) => Number(st.maxGapTicks))) / s.tscKhz)} ms (dirty logging and a busy host)`,
   ];
 }
 
 export function destinationLines(d: DestinationReport): string[] {
   const l = d.latencyMs;
-  const stall = Number.isFinite(d.guestStallMs) ? `${f2(d.guestStallMs)} ms (${d.stallAfterSwitchover ? 'at or after the switchover' : 'before the migration paused it'})` : 'not measured (guest clocks could not be lined up)';
+  const stall = Number.isFinite(d.guestStallMs) ? `${f2(d.guestStallMs)} ms` : 'not measured (guest clocks could not be lined up)';
   return [
     `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} vCPU(s), ${d.source}, ${d.mode.toUpperCase()} faults`,
     `resume:     downtime ${f2(d.downtimeMs)} ms, of which ${f2(d.resumeMs)} ms here after SWITCHOVER${d.mode === 'minor' ? `; clean pages mapped in ${f1(d.mapCleanMs)} ms` : ''}`,
     `post-copy:  ${d.stalePages} stale page(s) in ${f1(d.postcopyMs)} ms: ${d.onDemandPages} requested, ${d.backgroundPages} from the background stream${d.duplicatePages ? `, ${d.duplicatePages} duplicate(s) dropped` : ''}`,
     `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network); latency p50 ${f2(l.p50)} ms, p99 ${f2(l.p99)} ms, max ${f2(l.max)} ms`,
     `blocktime:  ${d.blocktimeMs.map((b, i) => `vCPU ${i} ${f2(b)} ms`).join(', ')}`,
-    `stall:      longest gap in the guest's own progress ${stall}`,
+    `stall:      longest gap in the guest's own progress since the source paused it: ${stall}`,
     `oracle:     ${d.oracle.checkedPages} page(s) checked, ${d.oracle.lostWrites} lost write(s); the guest saw ${d.oracle.guestMismatches} mismatch(es)` +
       (d.oracle.first.length ? `; first: ${d.oracle.first.slice(0, 4).map((b) => `0x${b.guestAddress.toString(16)} holds ${b.found}, expected ${b.expected}`).join('; ')}` : ''),
   ];

@@ -97,7 +97,7 @@ export interface SourceReport {
 /** Frames at most this long in precopy and in the background stream. */
 const RUN_BYTES = 256 * 1024;
 /** Keep at most this much queued in the socket before waiting for it to drain. */
-const HIGH_WATER = 4 * 2 ** 20;
+const HIGH_WATER = 2 ** 20;
 
 const ms = (ns: bigint) => Number(ns) / 1e6;
 
@@ -157,12 +157,17 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
 
   // What the destination says, whenever it says it.
   let resumedAtNs: bigint | undefined;
+  let acked = 0;
+  let onAck: (() => void) | undefined;
   let complete!: () => void;
   let failed!: (e: Error) => void;
   const done = new Promise<void>((resolve, reject) => ((complete = resolve), (failed = reject)));
   done.catch(() => undefined);
   const fromDestination = (f: Frame) => {
-    if (f.type === FrameType.RESUMED) resumedAtNs = BigInt(String(JSON.parse(Buffer.from(f.payload).toString()).resumedAtNs));
+    if (f.type === FrameType.ROUND_END) {
+      acked = Number(JSON.parse(Buffer.from(f.payload).toString()).round);
+      onAck?.();
+    } else if (f.type === FrameType.RESUMED) resumedAtNs = BigInt(String(JSON.parse(Buffer.from(f.payload).toString()).resumedAtNs));
     else if (f.type === FrameType.COMPLETE) complete();
     else if (f.type === FrameType.ERROR) failed(new PostcopyError('ERR_PEER', `the destination failed: ${errorMessage(f.payload)}`));
     else failed(new MigrationProtocolError(`unexpected ${frameName(f.type)} frame from the destination`));
@@ -197,7 +202,26 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
   let precopyPages = 0;
   let firstRoundBytes = 0;
   let firstRoundNs = 0n;
+  // Each round starts once the destination has taken in the last one: the pipe is empty, so
+  // the dirty set is as small as it gets, and a SWITCHOVER never waits behind precopy data.
+  const roundTaken = async (round: number) => {
+    if (acked >= round) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        new Promise<void>((resolve) => (onAck = () => acked >= round && resolve())),
+        done,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new PostcopyError('ERR_PEER_SILENT', `the destination did not take in precopy round ${round} within ${o.timeoutMs} ms`)), o.timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      onAck = undefined;
+    }
+  };
   for (let round = 1; ; round++) {
+    await roundTaken(round - 1);
     const dirty = log.fetch();
     const elapsedMs = ms(process.hrtime.bigint() - t0);
     const p = o.policy;
