@@ -1,0 +1,230 @@
+/**
+ * `postcopy migrate` end to end: two processes, two KVM VMs, real TCP on loopback, real
+ * userfaultfd. The guest counts its passes in every page; after each migration the
+ * destination pauses it and checks every page (the oracle). Also: what a listener does
+ * with peers that do not speak the protocol, and what a destination does when its source
+ * dies in the middle of post-copy.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import type { DestinationReport } from '../src/apps/migrate/destination.js';
+import type { SourceReport } from '../src/apps/migrate/source.js';
+import { FrameType, PROTOCOL_MAGIC, PROTOCOL_VERSION } from '../src/apps/migrate/protocol.js';
+import { encodeHeader } from '../src/transport/frame.js';
+import { type Child, postcopy } from './helpers/processes.js';
+
+const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd (or enable nested virtualization) to run migrations';
+const NO_UFFD = process.getuid?.() === 0 || existsSync('/dev/userfaultfd') ? undefined : 'not root and no /dev/userfaultfd: run as root';
+const SKIP = NO_KVM ?? NO_UFFD;
+if (SKIP) console.log(`# skipping migration tests: ${SKIP}`);
+
+/** A destination on a free loopback port; resolves once it listens. */
+async function receiver(extra: string[] = []): Promise<{ child: Child; port: number }> {
+  const child = postcopy(['migrate', 'receive', '--listen', '127.0.0.1:0', '--json', '--run-after', '300ms', '--timeout', '10s', ...extra]);
+  const m = await child.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+  return { child, port: Number(m[1]) };
+}
+
+function sender(port: number, extra: string[]): Child {
+  return postcopy(['migrate', 'send', '--connect', `127.0.0.1:${port}`, '--json', '--warmup', '100ms', '--timeout', '10s', ...extra]);
+}
+
+/** Runs one migration and returns both reports, asserting both processes exit 0. */
+async function migrate(args: string[], receiveArgs: string[] = []): Promise<{ source: SourceReport; destination: DestinationReport }> {
+  const { child: dst, port } = await receiver(receiveArgs);
+  const src = sender(port, args);
+  const [srcCode, dstCode] = await Promise.all([src.exited(), dst.exited()]);
+  assert.equal(srcCode, 0, `source exited ${srcCode}:\n${src.stderr()}`);
+  assert.equal(dstCode, 0, `destination exited ${dstCode}:\n${dst.stderr()}`);
+  return { source: JSON.parse(src.stdout()) as SourceReport, destination: JSON.parse(dst.stdout()) as DestinationReport };
+}
+
+/** What every migration must show: all pages accounted for, and not one write lost. */
+function assertComplete(source: SourceReport, d: DestinationReport, pages: number): void {
+  assert.equal(d.pages, pages);
+  assert.equal(d.oracle.checkedPages, pages, 'every page checked');
+  assert.equal(d.oracle.lostWrites, 0, `lost writes: ${JSON.stringify(d.oracle.first)}`);
+  assert.equal(d.oracle.guestMismatches, 0, 'the guest itself saw a counter that was not the last pass');
+  assert.equal(d.stalePages, source.stalePages, 'both sides agree on the stale set');
+  assert.equal(d.onDemandPages + d.backgroundPages, d.stalePages, 'every stale page arrived exactly once');
+  assert.equal(source.onDemandPages + source.backgroundPages, source.stalePages, 'the source sent every stale page once');
+  assert.ok(source.rounds[0]!.pages === pages, 'the first round sends every page');
+  // The guest ran on after the migration: its passes went on from where the source paused it.
+  d.states.forEach((s, i) => {
+    const before = source.states[i]!;
+    assert.ok(BigInt(s.pass) * BigInt(pages) + BigInt(s.index) > BigInt(before.pass) * BigInt(pages) + BigInt(before.index), `vCPU ${i} made progress on the destination`);
+  });
+}
+
+describe('postcopy migrate', { skip: SKIP }, () => {
+  const pages = (128 * 2 ** 20) / 4096;
+
+  test('MINOR on shmem: 128 MiB, 2 vCPUs, post-copy right after the first round, not one write lost', async () => {
+    const { source, destination } = await migrate(['-s', 'shmem', '-u', 'MINOR', '-b', '64M', '-v', '2', '--postcopy-now']);
+    assert.equal(destination.mode, 'minor');
+    assert.ok(destination.stalePages > 0, 'the guest dirtied pages during the first round');
+    assertComplete(source, destination, pages);
+  });
+
+  test('MISSING on anonymous memory: 128 MiB, 2 vCPUs, post-copy right after the first round, not one write lost', async () => {
+    const { source, destination } = await migrate(['-s', 'anonymous', '-u', 'MISSING', '-b', '64M', '-v', '2', '--postcopy-now']);
+    assert.equal(destination.mode, 'missing');
+    assert.ok(destination.stalePages > 0);
+    assertComplete(source, destination, pages);
+  });
+
+  test('precopy rounds until the dirty set is small, both modes, switchover at a random moment', async () => {
+    for (const [s, u] of [['shmem', 'MINOR'], ['anonymous', 'MISSING']] as const) {
+      const after = 200 + Math.floor(Math.random() * 800);
+      const { source, destination } = await migrate(['-s', s, '-u', u, '-b', '32M', '-v', '2', '--postcopy-after', `${after}ms`, '--max-rounds', '8']);
+      assert.ok(source.rounds.length >= 1);
+      assertComplete(source, destination, (64 * 2 ** 20) / 4096);
+    }
+  });
+
+  test('a slow background stream: vCPUs fetch what they touch on demand, and still nothing is lost', async () => {
+    const { source, destination } = await migrate(['-s', 'shmem', '-b', '32M', '-v', '2', '--postcopy-now', '--bandwidth', '8M']);
+    assert.ok(destination.onDemandPages > 0, 'some pages were requested by faulting vCPUs');
+    assert.ok(destination.faults.forwarded > 0);
+    assert.ok(destination.latencyMs.count > 0 && destination.latencyMs.max > 0, 'fault latency was measured');
+    assertComplete(source, destination, (64 * 2 ** 20) / 4096);
+  });
+});
+
+/** Connects, writes `bytes`, and resolves with what the peer sent back until it closed. */
+function poke(port: number, bytes: Buffer, { end = true } = {}): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s: Socket = connect(port, '127.0.0.1', () => {
+      s.write(bytes);
+      if (end) s.end();
+    });
+    s.on('data', (d) => chunks.push(d));
+    s.on('error', reject);
+    s.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+function frame(type: number, payload: Buffer): Buffer {
+  return Buffer.concat([encodeHeader(type, 0, payload.length), payload]);
+}
+
+function hello(overrides: Record<string, unknown> = {}): Buffer {
+  return frame(
+    FrameType.HELLO,
+    Buffer.from(
+      JSON.stringify({
+        magic: PROTOCOL_MAGIC,
+        version: PROTOCOL_VERSION,
+        pageSize: 4096,
+        memory: { guestAddress: 2 ** 32, size: 16 * 2 ** 20 },
+        vcpus: 1,
+        mode: 'minor',
+        source: 'shmem',
+        program: { name: 'migrate', codeBytes: 659 },
+        session: 'test',
+        ...overrides,
+      }),
+    ),
+  );
+}
+
+/** The message of the ERROR frame in `reply`. */
+function errorIn(reply: Buffer): string {
+  assert.ok(reply.length >= 8, 'the listener answered with a frame');
+  assert.equal(reply.readUInt16LE(4), FrameType.ERROR, 'an ERROR frame');
+  return (JSON.parse(reply.subarray(8, 8 + reply.readUInt32LE(0)).toString()) as { message: string }).message;
+}
+
+describe('postcopy migrate receive: peers that do not speak the protocol', { skip: SKIP }, () => {
+  test('random bytes, a truncated frame, a wrong version, an absurd length: each refused with a reason; then a real source migrates', async () => {
+    const { child: dst, port } = await receiver(['--timeout', '2s']);
+    let seed = 0x1234;
+    const random = Buffer.from(Buffer.alloc(256, 0).map(() => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff));
+    await poke(port, random);
+    await dst.waitFor(/refused [^\n]*unknown frame type|refused [^\n]*exceeds/);
+
+    const truncated = hello().subarray(0, 40);
+    await poke(port, truncated);
+    await dst.waitFor(/refused [^\n]*(truncated|missing)/i);
+
+    assert.match(errorIn(await poke(port, hello({ version: 99 }), { end: false })), /version 99, this side speaks 1/);
+    await dst.waitFor(/refused [^\n]*version 99/);
+
+    assert.match(errorIn(await poke(port, hello({ mode: 'minor', source: 'anonymous' }), { end: false })), /MINOR faults need shared memory/);
+
+    const absurd = Buffer.alloc(8);
+    absurd.writeUInt32LE(0xffff_ffff, 0);
+    absurd.writeUInt16LE(FrameType.HELLO, 4);
+    await poke(port, absurd);
+    await dst.waitFor(/refused [^\n]*(exceeds|too large|limit)/i);
+
+    // Still listening: a real migration goes through.
+    const src = sender(port, ['-s', 'shmem', '-b', '16M', '-v', '1', '--postcopy-now']);
+    assert.equal(await src.exited(), 0, src.stderr());
+    assert.equal(await dst.exited(), 0, dst.stderr());
+    const d = JSON.parse(dst.stdout()) as DestinationReport;
+    assert.equal(d.oracle.lostWrites, 0);
+  });
+
+  test('a source that goes silent after the handshake: the destination gives up within its timeout, exit 1, nothing run', async () => {
+    const { child: dst, port } = await receiver(['--timeout', '1s']);
+    const s = connect(port, '127.0.0.1');
+    s.write(hello({ session: 'silent' }));
+    s.on('error', () => undefined);
+    await dst.waitFor(/accepted/);
+    const code = await dst.exited(30_000);
+    s.destroy();
+    assert.equal(code, 1);
+    assert.match(dst.stderr(), /postcopy: .*(urgent connection|no data|no frame)/);
+    assert.equal(dst.stdout(), '', 'no report: the guest never ran');
+  });
+});
+
+describe('postcopy migrate: a source that dies during post-copy', { skip: SKIP }, () => {
+  test('the destination stays paused on the missing pages and exits 1 with a clear message', async () => {
+    const { child: dst, port } = await receiver(['--timeout', '3s']);
+    // A slow background stream keeps post-copy going long enough to kill the source in it.
+    const src = sender(port, ['-s', 'shmem', '-b', '32M', '-v', '2', '--postcopy-now', '--bandwidth', '1M']);
+    await src.waitFor(/switchover: \d+ stale/);
+    await dst.waitFor(/resumed/);
+    src.process.kill('SIGKILL');
+    const code = await dst.exited(30_000);
+    assert.equal(code, 1, dst.stderr());
+    assert.match(dst.stderr(), /page\(s\) never arrived, so the guest stays paused .* will not run on partial memory/);
+    assert.doesNotMatch(dst.stderr(), /\n\s+at /, 'no stack trace');
+    assert.equal(dst.stdout(), '', 'no report: the guest was not run on to a check');
+  });
+});
+
+describe('postcopy migrate: the command line', () => {
+  const run = async (args: string[]) => {
+    const c = postcopy(['migrate', ...args]);
+    return { code: await c.exited(30_000), stderr: c.stderr() };
+  };
+  for (const [args, message] of [
+    [[], /send`, `receive` or --demo/],
+    [['send'], /--connect HOST:PORT is required/],
+    [['send', '--connect', 'nowhere'], /--connect takes HOST:PORT/],
+    [['send', '--connect', '127.0.0.1:1', '-s', 'anonymous', '-u', 'MINOR'], /MINOR needs shared memory/],
+    [['receive', '--listen', '127.0.0.1:0', '-b', '1G'], /-b is for `migrate send`/],
+    [['--demo', '--postcopy-after', 'soon'], /--postcopy-after takes a duration/],
+    [['--demo', '-s', 'guest_memfd'], /guest_memfd/],
+  ] as const) {
+    test(`${args.join(' ') || '(nothing)'}: exit 2, one line naming the problem`, async () => {
+      const r = await run([...args]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+    });
+  }
+
+  test('a source with no destination: exit 1, naming the address and what to start there', { skip: SKIP }, async () => {
+    const r = await run(['send', '--connect', '127.0.0.1:1', '-b', '16M', '-v', '1', '--warmup', '0ms']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /127\.0\.0\.1:1/);
+    assert.match(r.stderr, /postcopy migrate receive --listen/);
+  });
+});
