@@ -33,13 +33,25 @@ export class PageStates {
     Atomics.store(this.#states, page, PageState.PRESENT);
   }
 
-  /** Marks every page PRESENT but those whose bit is set in `stale` (one bit per page, LSB first). */
+  /**
+   * Marks every page PRESENT but those whose bit is set in `stale` (one bit per page, LSB
+   * first); returns how many are stale. Called before any reader looks (the guest has not
+   * resumed), so the bulk fill needs no atomics; it runs in the blackout, so it is a fill
+   * and a walk of the set bits, not a walk of every page.
+   */
   setFromStaleBitmap(stale: Uint8Array): number {
+    this.#states.fill(PageState.PRESENT);
     let count = 0;
-    for (let p = 0; p < this.#states.length; p++) {
-      const isStale = (stale[p >> 3]! >> (p & 7)) & 1;
-      Atomics.store(this.#states, p, isStale ? PageState.STALE : PageState.PRESENT);
-      count += isStale;
+    for (let byte = 0; byte < stale.length; byte++) {
+      let v = stale[byte]!;
+      while (v !== 0) {
+        const bit = 31 - Math.clz32(v & -v);
+        v &= v - 1;
+        const p = byte * 8 + bit;
+        if (p >= this.#states.length) break;
+        Atomics.store(this.#states, p, PageState.STALE);
+        count++;
+      }
     }
     return count;
   }

@@ -11,7 +11,8 @@ import { PostcopyError } from '../../errors.js';
 import type { Kvm } from '../../kvm/system.js';
 import { Channel } from '../../transport/channel.js';
 import { type Frame } from '../../transport/frame.js';
-import { MIGRATE_PROGRAM, type MigrateState } from '../../kvm/guest/migrate-program.js';
+import { MIGRATE_PROGRAM, type MigrateState, migrateState } from '../../kvm/guest/migrate-program.js';
+import { unpackRegs } from '../../kvm/x86/regs.js';
 import { GUEST_PAGE, MigrationGuest, type GuestShape } from './guest.js';
 import {
   FrameType,
@@ -250,8 +251,8 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
   // Blackout: pause, read the state, the last dirty set, and send them.
   const pausedAtNs = process.hrtime.bigint();
   await guest.pause();
-  const states = guest.states();
   const vcpus = guest.save();
+  const states = vcpus.map((v) => migrateState(unpackRegs(v.regs)));
   const { tsc, khz } = guest.tsc();
   log.fetch();
   const stale = UnitBitmap.fromDirtyLog(log.words, log.pages, pagesPerUnit);

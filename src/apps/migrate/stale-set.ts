@@ -41,7 +41,13 @@ export class UnitBitmap {
 
   count(): number {
     let n = 0;
-    for (let u = 0; u < this.units; u++) n += this.has(u) ? 1 : 0;
+    for (let i = 0; i < this.bytes.length; i++) {
+      let v = this.bytes[i]!;
+      while (v !== 0) {
+        v &= v - 1;
+        n++;
+      }
+    }
     return n;
   }
 
