@@ -56,3 +56,9 @@ export {
   type FrameDecoderOptions,
   type ProtocolErrorCode,
 } from './transport/index.js';
+export { DirtyLog, enableManualDirtyLog } from './kvm/dirty-log.js';
+export * from './kvm/guest/migrate-program.js';
+export { MigrationGuest, type GuestShape, type VcpuState } from './apps/migrate/guest.js';
+export { runSource, type SourceOptions, type SourceReport, type SourceEvent, type SwitchoverPolicy } from './apps/migrate/source.js';
+export { runDestination, FrozenGuestError, type DestinationOptions, type DestinationReport, type DestinationEvent, type OracleResult } from './apps/migrate/destination.js';
+export { MigrationProtocolError, PROTOCOL_VERSION, type MigrationMode, type Hello } from './apps/migrate/protocol.js';
