@@ -84,6 +84,15 @@ describe('postcopy migrate', { skip: SKIP }, () => {
     }
   });
 
+  test('--demo (the README\'s main job, small): both roles on loopback, one JSON with both sides, exit 0', async () => {
+    const c = postcopy(['migrate', '--demo', '--json', '-b', '16M', '-v', '1', '--warmup', '100ms', '--run-after', '200ms']);
+    assert.equal(await c.exited(), 0, c.stderr());
+    const { source, destination } = JSON.parse(c.stdout()) as { source: SourceReport; destination: DestinationReport };
+    assert.equal(destination.mode, 'minor');
+    assert.equal(destination.source, 'shmem');
+    assertComplete(source, destination, (16 * 2 ** 20) / 4096);
+  });
+
   test('a slow background stream: vCPUs fetch what they touch on demand, and still nothing is lost', async () => {
     const { source, destination } = await migrate(['-s', 'shmem', '-b', '32M', '-v', '2', '--postcopy-now', '--bandwidth', '8M']);
     assert.ok(destination.onDemandPages > 0, 'some pages were requested by faulting vCPUs');

@@ -46,6 +46,7 @@ import {
   parsePages,
 } from './protocol.js';
 import { parseSwitchover, type Switchover } from './switchover.js';
+import { UnitBitmap } from './stale-set.js';
 
 export interface DestinationOptions {
   readonly listener: Listener;
@@ -105,6 +106,8 @@ export interface DestinationReport {
   readonly onDemandPages: number;
   readonly backgroundPages: number;
   readonly duplicatePages: number;
+  /** Allocating and mapping the memory before accepting (see MigrationGuest.populate), ms. */
+  readonly prepareMs: number;
   /** Source pause → guest resumed here (CLOCK_MONOTONIC: meaningful when both run on one machine). */
   readonly downtimeMs: number;
   /** SWITCHOVER received → guest resumed here. */
@@ -177,7 +180,9 @@ async function refuse(ch: Channel, reason: string): Promise<void> {
 }
 
 /** Accepts connections until one sends an acceptable HELLO; refuses the others and goes on listening. */
-async function acceptSource(kvm: Kvm, o: DestinationOptions): Promise<{ main: Channel; hello: Hello; uffd: Userfaultfd; guest: MigrationGuest }> {
+async function acceptSource(kvm: Kvm, o: DestinationOptions): Promise<{ main: Channel; hello: Hello; uffd: Userfaultfd; guest: MigrationGuest; populated: boolean; prepareMs: number }> {
+  let populated = false;
+  let prepareMs = 0;
   for (;;) {
     const socket = await o.listener.accept();
     const peer = peerOf(socket);
@@ -201,6 +206,9 @@ async function acceptSource(kvm: Kvm, o: DestinationOptions): Promise<{ main: Ch
     try {
       uffd = Userfaultfd.open({ features: uffdFeatures(hello.mode, hello.source as BackingSourceName), nonBlocking: true });
       guest = MigrationGuest.create(kvm, { source: hello.source as BackingSourceName, size: hello.memory.size, vcpus: hello.vcpus, guestAddress: hello.memory.guestAddress }, { dirtyLog: false });
+      const t0 = process.hrtime.bigint();
+      populated = guest.populate();
+      prepareMs = ms(process.hrtime.bigint() - t0);
     } catch (e) {
       uffd?.close();
       const reason = `this destination cannot build the guest: ${(e as Error).message}`;
@@ -209,7 +217,7 @@ async function acceptSource(kvm: Kvm, o: DestinationOptions): Promise<{ main: Ch
       continue;
     }
     o.onEvent?.({ phase: 'accepted', peer, hello });
-    return { main: ch, hello, uffd, guest };
+    return { main: ch, hello, uffd, guest, populated, prepareMs };
   }
 }
 
@@ -243,13 +251,13 @@ async function acceptUrgent(o: DestinationOptions, session: string): Promise<Cha
 
 export async function runDestination(kvm: Kvm, o: DestinationOptions): Promise<DestinationReport> {
   o.onEvent?.({ phase: 'listening', ...o.listener.address });
-  const { main, hello, uffd, guest } = await acceptSource(kvm, o);
+  const { main, hello, uffd, guest, populated, prepareMs } = await acceptSource(kvm, o);
   let urgent: Channel | undefined;
   let frozen = false;
   try {
     main.send(FrameType.ACCEPT, 0, encodeJson({ version: hello.version }));
     urgent = await acceptUrgent(o, hello.session);
-    const report = await receive(guest, uffd, hello, main, urgent, o);
+    const report = await receive(guest, uffd, hello, main, urgent, o, { populated, prepareMs });
     return report;
   } catch (e) {
     frozen = e instanceof FrozenGuestError;
@@ -274,7 +282,15 @@ export async function runDestination(kvm: Kvm, o: DestinationOptions): Promise<D
   }
 }
 
-async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, main: Channel, urgent: Channel, o: DestinationOptions): Promise<DestinationReport> {
+async function receive(
+  guest: MigrationGuest,
+  uffd: Userfaultfd,
+  hello: Hello,
+  main: Channel,
+  urgent: Channel,
+  o: DestinationOptions,
+  prepared: { populated: boolean; prepareMs: number },
+): Promise<DestinationReport> {
   const unit = guest.unit;
   const units = hello.memory.size / unit;
   const base = hello.memory.guestAddress;
@@ -284,7 +300,8 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
   // mapping for MISSING, which is registered only at switchover.
   const fill = (hello.mode === 'minor' ? guest.backing.alias! : primary).bytes();
   const states = new PageStates(units);
-  const populated = new Uint8Array(hello.mode === 'missing' ? units : 0);
+  // MISSING: which pages of the (registered) guest mapping hold bytes; all of them once populated.
+  const populated = new Uint8Array(hello.mode === 'missing' ? units : 0).fill(prepared.populated ? 1 : 0);
 
   const rounds: { round: number; pages: number }[] = [];
   let precopyPages = 0;
@@ -462,12 +479,8 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
     switched = true;
     // MISSING: drop the stale pages so that a vCPU's touch faults.
     if (hello.mode === 'missing') {
-      for (let u = 0; u < units; u++) {
-        if (states.present(u)) continue;
-        let n = 1;
-        while (u + n < units && !states.present(u + n)) n++;
-        guest.backing.discard(u * unit, n * unit);
-        u += n - 1;
+      for (const [first, count] of new UnitBitmap(units, sw.stale).runs(units)) {
+        guest.backing.discard(first * unit, count * unit);
       }
     }
     guest.load(sw.vcpus, { resetStall: true });
@@ -574,6 +587,7 @@ async function receive(guest: MigrationGuest, uffd: Userfaultfd, hello: Hello, m
     onDemandPages,
     backgroundPages,
     duplicatePages,
+    prepareMs: prepared.prepareMs,
     downtimeMs: ms(resumedAtNs - sw!.pausedAtNs),
     resumeMs: ms(resumedAtNs - switchoverAtNs),
     mapCleanMs,

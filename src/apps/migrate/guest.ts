@@ -14,6 +14,8 @@ import type { Kvm } from '../../kvm/system.js';
 import { StartGate, VcpuThread } from '../../kvm/vcpu-thread.js';
 import { packRegs, packSregs, unpackRegs, unpackSregs } from '../../kvm/x86/regs.js';
 import { Backing, type BackingSourceName } from '../../memory/backing.js';
+import { Madvise } from '../../memory/constants.js';
+import { isSystemError } from '../../native/errors.js';
 import { formatSize } from '../../util/format.js';
 
 import { setPriority } from 'node:os';
@@ -108,6 +110,24 @@ export class MigrationGuest {
     } catch (e) {
       g?.close();
       backing.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Allocates and maps every page of the memory where arriving pages will be written (the
+   * alias of shared memory, the memory itself when private), before any arrive: a page
+   * first touched by the receive path costs a fault and a zeroing in the middle of the
+   * stream, which on this kind of host cuts loopback throughput to a third. Done before
+   * the destination accepts, like a VMM that preallocates guest RAM. Returns whether the
+   * kernel did it (MADV_POPULATE_WRITE, Linux 5.14+); a false leaves pages to be faulted in.
+   */
+  populate(): boolean {
+    try {
+      (this.backing.alias ?? this.backing.primary).advise(Madvise.POPULATE_WRITE);
+      return true;
+    } catch (e) {
+      if (isSystemError(e, 'EINVAL')) return false;
       throw e;
     }
   }

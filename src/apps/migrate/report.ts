@@ -24,7 +24,7 @@ export function destinationLines(d: DestinationReport): string[] {
   const l = d.latencyMs;
   const stall = Number.isFinite(d.guestStallMs) ? `${f2(d.guestStallMs)} ms` : 'not measured (guest clocks could not be lined up)';
   return [
-    `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} vCPU(s), ${d.source}, ${d.mode.toUpperCase()} faults`,
+    `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} vCPU(s), ${d.source}, ${d.mode.toUpperCase()} faults; memory prepared in ${f1(d.prepareMs)} ms before accepting`,
     `resume:     downtime ${f2(d.downtimeMs)} ms, of which ${f2(d.resumeMs)} ms here after SWITCHOVER${d.mode === 'minor' ? `; clean pages mapped in ${f1(d.mapCleanMs)} ms` : ''}`,
     `post-copy:  ${d.stalePages} stale page(s) in ${f1(d.postcopyMs)} ms: ${d.onDemandPages} requested, ${d.backgroundPages} from the background stream${d.duplicatePages ? `, ${d.duplicatePages} duplicate(s) dropped` : ''}`,
     `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network); latency p50 ${f2(l.p50)} ms, p99 ${f2(l.p99)} ms, max ${f2(l.max)} ms`,
