@@ -86,6 +86,8 @@ export interface SourceReport {
   readonly streamMBps: number;
   /** Source pause → destination resume (CLOCK_MONOTONIC: meaningful when both run on one machine). */
   readonly downtimeMs: number;
+  /** The source's part of the downtime: asking the vCPUs to pause → all stopped; stopped → SWITCHOVER written. */
+  readonly blackout: { readonly pauseMs: number; readonly stateMs: number };
   /** Start of precopy → COMPLETE. */
   readonly totalMs: number;
   /** Start of precopy → pause. */
@@ -251,6 +253,7 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
   // Blackout: pause, read the state, the last dirty set, and send them.
   const pausedAtNs = process.hrtime.bigint();
   await guest.pause();
+  const stoppedAtNs = process.hrtime.bigint();
   const vcpus = guest.save();
   const states = vcpus.map((v) => migrateState(unpackRegs(v.regs)));
   const { tsc, khz } = guest.tsc();
@@ -259,6 +262,7 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
   const stalePages = stale.count();
   main.send(FrameType.SWITCHOVER, 0, ...encodeSwitchover({ pausedAtNs, tsc, tscKhz: khz, wallMs: Date.now(), vcpus, stale: stale.bytes.slice(), stalePages }));
   // (A copy: the socket may still hold the parts when post-copy starts clearing bits of `stale`.)
+  const sentAtNs = process.hrtime.bigint();
   main.setIdleTimeout(o.timeoutMs);
   o.onEvent?.({ phase: 'switchover', stalePages });
 
@@ -337,6 +341,7 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
     lateRequests,
     streamMBps: firstRoundNs > 0n ? firstRoundBytes / (Number(firstRoundNs) / 1e9) / 1e6 : 0,
     downtimeMs: resumedAtNs !== undefined ? ms(resumedAtNs - pausedAtNs) : NaN,
+    blackout: { pauseMs: ms(stoppedAtNs - pausedAtNs), stateMs: ms(sentAtNs - stoppedAtNs) },
     totalMs: ms(endNs - t0),
     precopyMs: ms(pausedAtNs - t0),
     states,
