@@ -176,6 +176,15 @@ describe('what a peer sends is checked before it is used', () => {
     assert.deepEqual([units.has(0), units.has(1), units.count()], [true, true, 2]);
     const four = UnitBitmap.fromDirtyLog(words, 1024, 1);
     assert.deepEqual([...four.runs(64)], [[0, 1], [575, 1]]);
+    // Set bits on both sides of the 256-byte stretches that are skipped with one compare.
+    const sparse = new UnitBitmap(300 * 8 + 5);
+    const at = [0, 7, 255 * 8 + 7, 256 * 8, 299 * 8, 300 * 8 + 4];
+    for (const u of at) sparse.set(u);
+    const found: number[] = [];
+    for (let u = sparse.next(0); u >= 0; u = sparse.next(u + 1)) found.push(u);
+    assert.deepEqual(found, at);
+    assert.equal(sparse.count(), at.length);
+    assert.equal(sparse.next(300 * 8 + 5), -1);
     const all = new UnitBitmap(10);
     for (let u = 0; u < 10; u++) all.set(u);
     assert.deepEqual([...all.runs(4)], [[0, 4], [4, 4], [8, 2]]);

@@ -5,6 +5,8 @@
  * page, read and written with Atomics: a page becomes PRESENT only after its bytes are in
  * place, and never goes back.
  */
+import { nextNonZeroByte } from './stale-set.js';
+
 export const PageState = {
   /** Dirty at switchover: the source has newer bytes; a vCPU touching it must wait. */
   STALE: 0,
@@ -42,7 +44,7 @@ export class PageStates {
   setFromStaleBitmap(stale: Uint8Array): number {
     this.#states.fill(PageState.PRESENT);
     let count = 0;
-    for (let byte = 0; byte < stale.length; byte++) {
+    for (let byte = nextNonZeroByte(stale, 0); byte >= 0; byte = nextNonZeroByte(stale, byte + 1)) {
       let v = stale[byte]!;
       while (v !== 0) {
         const bit = 31 - Math.clz32(v & -v);
