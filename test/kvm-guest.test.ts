@@ -5,10 +5,9 @@
  * thread: verification, writes, random access, and the failures it must report.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { assemble, missingBinutils } from './helpers/assemble.js';
 import { after, before, describe, test } from 'node:test';
 import { gpa, type GuestAddress } from '../src/address.js';
 import { InvalidArgumentError } from '../src/errors.js';
@@ -29,44 +28,19 @@ if (NO_KVM) console.log(`# skipping KVM guest tests: ${NO_KVM}`);
 
 const PAGE = 4096;
 
-/** Where `tool --version` runs: undefined, else why not. */
-function missingTool(tool: string): string | undefined {
-  const r = spawnSync(tool, ['--version'], { encoding: 'utf8' });
-  return r.error || r.status !== 0 ? `\`${tool}\` is not installed (binutils): cannot re-assemble the listing` : undefined;
-}
-const NO_BINUTILS = missingTool('as') ?? missingTool('objcopy') ?? missingTool('nm');
+const NO_BINUTILS = missingBinutils();
 if (NO_BINUTILS) console.log(`# skipping the listing check: ${NO_BINUTILS}`);
 
 describe('the bench program', () => {
   test('its embedded bytes and symbol offsets are what `as` makes of its listing', { skip: NO_BINUTILS }, () => {
-    const dir = mkdtempSync(join(tmpdir(), 'postcopy-as-'));
-    try {
-      const [src, obj, bin] = ['bench.s', 'bench.o', 'bench.bin'].map((f) => join(dir, f)) as [string, string, string];
-      writeFileSync(src, BENCH_PROGRAM.listing);
-      const run = (cmd: string, args: string[]) => {
-        const r = spawnSync(cmd, args, { encoding: 'utf8' });
-        assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
-        return r.stdout;
-      };
-      run('as', ['--64', '-o', obj, src]);
-      run('objcopy', ['-O', 'binary', '-j', '.text', obj, bin]);
-      assert.equal(Buffer.from(BENCH_PROGRAM.code).toString('hex'), readFileSync(bin).toString('hex'), 'BENCH_CODE_HEX is stale: re-assemble the listing');
-      const symbols = new Map(
-        run('nm', [obj])
-          .trim()
-          .split('\n')
-          .map((l) => l.trim().split(/\s+/))
-          .map(([value, , name]) => [name!, parseInt(value!, 16)] as const),
-      );
-      assert.equal(symbols.get('entry'), BENCH_PROGRAM.symbols.entry);
-      assert.equal(symbols.get('exception_stubs'), BENCH_PROGRAM.symbols.exception_stubs);
-      assert.equal(symbols.get('PORT_DONE'), GuestPort.DONE);
-      assert.equal(symbols.get('PORT_EXCEPTION'), GuestPort.EXCEPTION);
-      // The last stub must end before `exception`, or the 16-byte stride is broken.
-      assert.ok(symbols.get('exception')! >= BENCH_PROGRAM.symbols.exception_stubs + 31 * BENCH_PROGRAM.exceptionStubStride + 4);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const { code, symbols } = assemble(BENCH_PROGRAM.listing);
+    assert.equal(Buffer.from(BENCH_PROGRAM.code).toString('hex'), code.toString('hex'), 'BENCH_CODE_HEX is stale: re-assemble the listing');
+    assert.equal(symbols.get('entry'), BENCH_PROGRAM.symbols.entry);
+    assert.equal(symbols.get('exception_stubs'), BENCH_PROGRAM.symbols.exception_stubs);
+    assert.equal(symbols.get('PORT_DONE'), GuestPort.DONE);
+    assert.equal(symbols.get('PORT_EXCEPTION'), GuestPort.EXCEPTION);
+    // The last stub must end before `exception`, or the 16-byte stride is broken.
+    assert.ok(symbols.get('exception')! >= BENCH_PROGRAM.symbols.exception_stubs + 31 * BENCH_PROGRAM.exceptionStubStride + 4);
   });
 
   test('the pattern: page a holds a ^ seed, checked without BigInt per page', () => {

@@ -5,10 +5,7 @@
  * clearing, and the protocol's checks of what a peer sends.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { MigrationGuest } from '../src/apps/migrate/guest.js';
 import { MigrationProtocolError, PROTOCOL_MAGIC, PROTOCOL_VERSION, parseHello, parsePages, parseRequest } from '../src/apps/migrate/protocol.js';
@@ -17,34 +14,19 @@ import { encodeSwitchover, parseSwitchover } from '../src/apps/migrate/switchove
 import { GuestPort } from '../src/kvm/guest/program.js';
 import { MIGRATE_PROGRAM, checkCounters } from '../src/kvm/guest/migrate-program.js';
 import { Kvm } from '../src/kvm/system.js';
+import { assemble, missingBinutils } from './helpers/assemble.js';
 
 const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd to run the guest';
-const tool = (t: string) => {
-  const r = spawnSync(t, ['--version']);
-  return r.error || r.status !== 0 ? `\`${t}\` is not installed (binutils)` : undefined;
-};
-const NO_BINUTILS = tool('as') ?? tool('objcopy') ?? tool('nm');
+const NO_BINUTILS = missingBinutils();
 
 describe('the migrate program', () => {
   test('its embedded bytes and symbols are what `as` makes of its listing', { skip: NO_BINUTILS }, () => {
-    const dir = mkdtempSync(join(tmpdir(), 'postcopy-as-'));
-    try {
-      const [src, obj, bin] = ['m.s', 'm.o', 'm.bin'].map((f) => join(dir, f)) as [string, string, string];
-      writeFileSync(src, MIGRATE_PROGRAM.listing);
-      for (const [cmd, args] of [['as', ['--64', '-o', obj, src]], ['objcopy', ['-O', 'binary', '-j', '.text', obj, bin]]] as const) {
-        const r = spawnSync(cmd, args, { encoding: 'utf8' });
-        assert.equal(r.status, 0, r.stderr);
-      }
-      assert.equal(Buffer.from(MIGRATE_PROGRAM.code).toString('hex'), readFileSync(bin).toString('hex'), 'MIGRATE_CODE_HEX is stale: re-assemble the listing');
-      const nm = spawnSync('nm', [obj], { encoding: 'utf8' }).stdout;
-      const sym = new Map(nm.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([v, , n]) => [n!, parseInt(v!, 16)] as const));
-      assert.equal(sym.get('entry'), MIGRATE_PROGRAM.symbols.entry);
-      assert.equal(sym.get('exception_stubs'), MIGRATE_PROGRAM.symbols.exception_stubs);
-      assert.equal(sym.get('PORT_PAUSE'), GuestPort.PAUSE);
-      assert.equal(sym.get('PORT_EXCEPTION'), GuestPort.EXCEPTION);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const { code, symbols: sym } = assemble(MIGRATE_PROGRAM.listing);
+    assert.equal(Buffer.from(MIGRATE_PROGRAM.code).toString('hex'), code.toString('hex'), 'MIGRATE_CODE_HEX is stale: re-assemble the listing');
+    assert.equal(sym.get('entry'), MIGRATE_PROGRAM.symbols.entry);
+    assert.equal(sym.get('exception_stubs'), MIGRATE_PROGRAM.symbols.exception_stubs);
+    assert.equal(sym.get('PORT_PAUSE'), GuestPort.PAUSE);
+    assert.equal(sym.get('PORT_EXCEPTION'), GuestPort.EXCEPTION);
   });
 
   test('the oracle: pages before the position hold the pass, the rest one less; anything else is counted', () => {

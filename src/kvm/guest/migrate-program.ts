@@ -22,7 +22,7 @@
 import type { GuestAddress } from '../../address.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { Regs } from '../x86/regs.js';
-import { type GuestProgram, hexBytes } from './program.js';
+import { EXCEPTION_STUBS_LISTING, type GuestProgram, hexBytes } from './program.js';
 
 export const MIGRATE_LISTING = String.raw`
 # postcopy migrate guest. GNU as, AT&T syntax. Position-independent.
@@ -87,31 +87,7 @@ pause:
         out     %eax, $PORT_PAUSE       # the host reads and writes registers here
         jmp     loop
 
-# Exception entry points, one per vector 0..31, 16 bytes apart (the IDT points at them).
-        .macro  stub vector
-        .balign 16, 0xf4
-        .if !((\vector == 8) || ((\vector >= 10) && (\vector <= 14)) || (\vector == 17) || (\vector == 21) || (\vector == 29) || (\vector == 30))
-        push    $0
-        .endif
-        push    $\vector
-        jmp     exception
-        .endm
-
-        .balign 16, 0xf4
-        .globl  exception_stubs
-exception_stubs:
-        .irp    vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-        stub    \vector
-        .endr
-
-exception:
-        pop     %rax                    # vector
-        pop     %rbx                    # error code
-        mov     (%rsp), %rcx            # faulting rip
-        mov     %cr2, %rdx              # faulting address, for #PF
-1:      out     %eax, $PORT_EXCEPTION
-        jmp     1b
-`;
+${EXCEPTION_STUBS_LISTING}`;
 
 /** `as --64` + `objcopy -O binary -j .text` of MIGRATE_LISTING (checked by test/kvm-guest.test.ts). */
 const MIGRATE_CODE_HEX = `

@@ -38,6 +38,38 @@ export const EXCEPTION_NAMES: readonly string[] = [
   '#HV', '#VC', '#SX', 'vector 31',
 ];
 
+/**
+ * The tail every guest listing ends with: an entry point per exception vector 0..31, 16
+ * bytes apart (the IDT points at them), each reporting through PORT_EXCEPTION (the
+ * including listing defines it as GuestPort.EXCEPTION).
+ */
+export const EXCEPTION_STUBS_LISTING = String.raw`# Exception entry points, one per vector 0..31, 16 bytes apart (the IDT points at them).
+# Each leaves the same frame: vector, error code (0 when the CPU pushes none), rip, ...
+        .macro  stub vector
+        .balign 16, 0xf4
+        .if !((\vector == 8) || ((\vector >= 10) && (\vector <= 14)) || (\vector == 17) || (\vector == 21) || (\vector == 29) || (\vector == 30))
+        push    $0
+        .endif
+        push    $\vector
+        jmp     exception
+        .endm
+
+        .balign 16, 0xf4
+        .globl  exception_stubs
+exception_stubs:
+        .irp    vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        stub    \vector
+        .endr
+
+exception:
+        pop     %rax                    # vector
+        pop     %rbx                    # error code
+        mov     (%rsp), %rcx            # faulting rip
+        mov     %cr2, %rdx              # faulting address, for #PF
+1:      out     %eax, $PORT_EXCEPTION
+        jmp     1b
+`;
+
 /** Decodes a hex string (whitespace ignored) into bytes. */
 export function hexBytes(text: string): Uint8Array {
   const clean = text.replace(/\s+/g, '');
