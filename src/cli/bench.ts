@@ -1,20 +1,12 @@
-import { BACKING_SOURCES, isBackingSource } from '../memory/backing.js';
-import { parseSize } from '../util/format.js';
+import { BACKING_SOURCES } from '../memory/backing.js';
 import type { BenchOptions } from '../apps/bench/options.js';
 import { DEFAULTS } from '../apps/bench/options.js';
-import { type Command, ExitCode, type Io, UsageError, parseOptions } from './command.js';
+import { type Command, ExitCode, type Io, parseOptions } from './command.js';
+import { optionParsers } from './values.js';
 
 const NAME = 'postcopy bench';
 
-function usage(message: string): UsageError {
-  return new UsageError(message, `${NAME} --help`);
-}
-
-function positiveInt(flag: string, text: string | undefined, fallback: number, min = 1): number {
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < min) throw usage(`${flag} needs an integer ≥ ${min}, got '${text}'`);
-  return Number(text);
-}
+const { usage, integer: positiveInt, size, backing, faultMode } = optionParsers(NAME);
 
 /** -c: `vcpu0,vcpu1,...[,readers]`, as the kernel test's kvm_parse_vcpu_pinning. */
 function pinning(text: string, vcpus: number): { vcpuCpus: number[]; readerCpus: number[] | undefined } {
@@ -56,20 +48,9 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
   for (const m of values.m ?? []) {
     if (m !== '9') throw usage(`-m ${m}: only guest mode 9 (PA-bits:ANY, VA-bits:48,  4K pages) exists on x86-64`);
   }
-  let mode: BenchOptions['mode'];
-  if (values.u !== undefined) {
-    const u = values.u.toUpperCase();
-    if (u !== 'MISSING' && u !== 'MINOR') throw usage(`-u takes MISSING or MINOR, got '${values.u}'`);
-    mode = u;
-  }
-  const source = values.s ?? DEFAULTS.source;
-  if (!isBackingSource(source)) throw usage(`-s: unknown backing source '${source}'; one of ${BACKING_SOURCES.join(', ')}`);
-  let bytesPerVcpu = DEFAULTS.bytesPerVcpu;
-  if (values.b !== undefined) {
-    const b = parseSize(values.b);
-    if (b === undefined || b <= 0) throw usage(`-b takes a size such as 256M or 1G, got '${values.b}'`);
-    bytesPerVcpu = b;
-  }
+  const mode: BenchOptions['mode'] = values.u === undefined ? undefined : faultMode(values.u);
+  const source = backing(values.s ?? DEFAULTS.source);
+  const bytesPerVcpu = size('-b', values.b, DEFAULTS.bytesPerVcpu);
   const vcpus = positiveInt('-v', values.v, DEFAULTS.vcpus);
   const writePercent = positiveInt('--write-percent', values['write-percent'], DEFAULTS.writePercent, 0);
   if (writePercent > 100) throw usage(`--write-percent takes 0..100, got ${writePercent}`);

@@ -1,44 +1,20 @@
-import { BACKING_INFO, BACKING_SOURCES, isBackingSource, type BackingSourceName } from '../memory/backing.js';
+import { BACKING_INFO, BACKING_SOURCES, type BackingSourceName } from '../memory/backing.js';
 import { native } from '../native/binding.js';
-import { parseDuration, parseHostPort, parseSize } from '../util/format.js';
+import { parseHostPort } from '../util/format.js';
 import { DEFAULTS, defaultMode, type ReceiveOptions, type SendOptions } from '../apps/migrate/options.js';
 import type { MigrationMode } from '../apps/migrate/protocol.js';
-import { type Command, ExitCode, type Io, UsageError, parseOptions } from './command.js';
+import { type Command, ExitCode, type Io, parseOptions } from './command.js';
+import { optionParsers } from './values.js';
 
 const NAME = 'postcopy migrate';
-const usage = (message: string) => new UsageError(message, `${NAME} --help`);
-
-function duration(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const ms = parseDuration(text);
-  if (ms === undefined) throw usage(`${flag} takes a duration such as 500ms or 2s, got '${text}'`);
-  return ms;
-}
-
-function size(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const b = parseSize(text);
-  if (b === undefined || b <= 0) throw usage(`${flag} takes a size such as 256M or 1G, got '${text}'`);
-  return b;
-}
-
-function integer(flag: string, text: string | undefined, fallback: number, min = 1): number {
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < min) throw usage(`${flag} needs an integer ≥ ${min}, got '${text}'`);
-  return Number(text);
-}
+const { usage, integer, size, duration, backing: source, faultMode } = optionParsers(NAME);
 
 function backing(text: string | undefined): BackingSourceName | undefined {
-  if (text === undefined) return undefined;
-  if (!isBackingSource(text)) throw usage(`-s: unknown backing source '${text}'; one of ${BACKING_SOURCES.join(', ')}`);
-  return text;
+  return text === undefined ? undefined : source(text);
 }
 
 function mode(text: string | undefined): MigrationMode | undefined {
-  if (text === undefined) return undefined;
-  const u = text.toUpperCase();
-  if (u !== 'MISSING' && u !== 'MINOR') throw usage(`-u takes MISSING or MINOR, got '${text}'`);
-  return u === 'MINOR' ? 'minor' : 'missing';
+  return text === undefined ? undefined : faultMode(text) === 'MINOR' ? 'minor' : 'missing';
 }
 
 function endpoint(flag: string, text: string | undefined): { host: string; port: number } {
