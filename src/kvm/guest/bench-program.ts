@@ -22,7 +22,7 @@
 import type { GuestAddress } from '../../address.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { Regs } from '../x86/regs.js';
-import { EXCEPTION_STUBS_LISTING, type GuestProgram, hexBytes } from './program.js';
+import { EXCEPTION_STUBS_LISTING, type GuestProgram, checkSlice, hexBytes } from './program.js';
 
 export const BENCH_LISTING = String.raw`
 # postcopy bench guest. GNU as, AT&T syntax. Position-independent.
@@ -195,8 +195,7 @@ export interface BenchResult {
 /** The argument registers for `args`. */
 export function benchArgRegs(args: BenchArgs): Partial<Regs> {
   const { base, pages, stride, writePercent } = args;
-  if (!Number.isSafeInteger(pages) || pages < 0) throw new InvalidArgumentError(`bench: pages ${pages} must be a non-negative integer`);
-  if (!Number.isSafeInteger(stride) || stride < 8 || stride % 8 !== 0) throw new InvalidArgumentError(`bench: stride ${stride} must be a multiple of 8`);
+  checkSlice('bench', pages, stride);
   if (!Number.isInteger(writePercent) || writePercent < 0 || writePercent > 100) {
     throw new InvalidArgumentError(`bench: write percent ${writePercent} must be an integer in 0..100`);
   }

@@ -20,9 +20,8 @@
  * gap in TSC ticks, R15 the TSC at the end of that gap. RBP stride, R12 pause word.
  */
 import type { GuestAddress } from '../../address.js';
-import { InvalidArgumentError } from '../../errors.js';
 import type { Regs } from '../x86/regs.js';
-import { EXCEPTION_STUBS_LISTING, type GuestProgram, hexBytes } from './program.js';
+import { EXCEPTION_STUBS_LISTING, type GuestProgram, checkSlice, hexBytes } from './program.js';
 
 export const MIGRATE_LISTING = String.raw`
 # postcopy migrate guest. GNU as, AT&T syntax. Position-independent.
@@ -153,8 +152,7 @@ export interface MigrateState {
 /** The entry registers for `args`. */
 export function migrateArgRegs(args: MigrateArgs): Partial<Regs> {
   const { base, pages, stride, control } = args;
-  if (!Number.isSafeInteger(pages) || pages < 0) throw new InvalidArgumentError(`migrate: pages ${pages} must be a non-negative integer`);
-  if (!Number.isSafeInteger(stride) || stride < 8 || stride % 8 !== 0) throw new InvalidArgumentError(`migrate: stride ${stride} must be a multiple of 8`);
+  checkSlice('migrate', pages, stride);
   return { rdi: BigInt(base), rsi: BigInt(pages), rdx: BigInt(stride), rcx: BigInt(control), r8: 1n };
 }
 

@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from '../../errors.js';
+
 /**
  * A guest program: position-independent x86-64 machine code, assembled once from the
  * listing kept next to it (test/kvm-guest.test.ts re-assembles the listing with `as` and
@@ -69,6 +71,12 @@ exception:
 1:      out     %eax, $PORT_EXCEPTION
         jmp     1b
 `;
+
+/** Checks a slice a program walks: `pages` pages `stride` bytes apart (both programs take them in RSI and RDX). */
+export function checkSlice(program: string, pages: number, stride: number): void {
+  if (!Number.isSafeInteger(pages) || pages < 0) throw new InvalidArgumentError(`${program}: pages ${pages} must be a non-negative integer`);
+  if (!Number.isSafeInteger(stride) || stride < 8 || stride % 8 !== 0) throw new InvalidArgumentError(`${program}: stride ${stride} must be a multiple of 8`);
+}
 
 /** Decodes a hex string (whitespace ignored) into bytes. */
 export function hexBytes(text: string): Uint8Array {
