@@ -27,8 +27,9 @@ export function destinationLines(d: DestinationReport): string[] {
     `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} vCPU(s), ${d.source}, ${d.mode.toUpperCase()} faults; memory prepared in ${f1(d.prepareMs)} ms before accepting`,
     `resume:     downtime ${f2(d.downtimeMs)} ms, of which ${f2(d.resumeMs)} ms here after SWITCHOVER${d.mode === 'minor' ? `; clean pages mapped in ${f1(d.mapCleanMs)} ms` : ''}`,
     `post-copy:  ${d.stalePages} stale page(s) in ${f1(d.postcopyMs)} ms: ${d.onDemandPages} requested, ${d.backgroundPages} from the background stream${d.duplicatePages ? `, ${d.duplicatePages} duplicate(s) dropped` : ''}`,
-    `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network); latency p50 ${f2(l.p50)} ms, p99 ${f2(l.p99)} ms, max ${f2(l.max)} ms`,
-    `blocktime:  ${d.blocktimeMs.map((b, i) => `vCPU ${i} ${f2(b)} ms`).join(', ')}`,
+    `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network)` +
+      (l.count > 0 ? `; latency p50 ${f2(l.p50)} ms, p99 ${f2(l.p99)} ms, max ${f2(l.max)} ms` : ''),
+    ...(l.count > 0 ? [`blocktime:  ${d.blocktimeMs.map((b, i) => `vCPU ${i} ${f2(b)} ms`).join(', ')}`] : []),
     `stall:      longest gap in the guest's own progress since the source paused it: ${stall}`,
     `oracle:     ${d.oracle.checkedPages} page(s) checked, ${d.oracle.lostWrites} lost write(s); the guest saw ${d.oracle.guestMismatches} mismatch(es)` +
       (d.oracle.first.length ? `; first: ${d.oracle.first.slice(0, 4).map((b) => `0x${b.guestAddress.toString(16)} holds ${b.found}, expected ${b.expected}`).join('; ')}` : ''),
