@@ -14,6 +14,7 @@ import type { SourceReport } from '../src/apps/migrate/source.js';
 import { FrameType, PROTOCOL_MAGIC, PROTOCOL_VERSION } from '../src/apps/migrate/protocol.js';
 import { encodeHeader } from '../src/transport/frame.js';
 import { type Child, postcopy } from './helpers/processes.js';
+import { prepare } from './helpers/requirements.js';
 
 const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd (or enable nested virtualization) to run migrations';
 const NO_UFFD = process.getuid?.() === 0 || existsSync('/dev/userfaultfd') ? undefined : 'not root and no /dev/userfaultfd: run as root';
@@ -82,6 +83,20 @@ describe('postcopy migrate', { skip: SKIP }, () => {
       assert.ok(source.rounds.length >= 1);
       assertComplete(source, destination, (64 * 2 ** 20) / 4096);
     }
+  });
+
+  test('MINOR on shared hugetlbfs: 2 MiB pages move and resolve as units, not one write lost', async (t) => {
+    // Both processes' memory: 64 MiB each.
+    const skip = prepare('shared_hugetlb', 2 * 64 * 2 ** 20);
+    if (skip) return t.skip(skip);
+    const { source, destination } = await migrate(['-s', 'shared_hugetlb', '-b', '32M', '-v', '2', '--postcopy-now']);
+    assert.equal(destination.unit, 2 * 2 ** 20);
+    assert.equal(destination.pages, 32, 'pages are counted in 2 MiB units');
+    assert.equal(destination.oracle.checkedPages, (64 * 2 ** 20) / 4096, 'the oracle still checks every 4 KiB page');
+    assert.equal(destination.oracle.lostWrites, 0);
+    assert.equal(destination.oracle.guestMismatches, 0);
+    assert.equal(destination.onDemandPages + destination.backgroundPages, destination.stalePages);
+    assert.equal(source.stalePages, destination.stalePages);
   });
 
   test('--demo (the README\'s main job, small): both roles on loopback, one JSON with both sides, exit 0', async () => {

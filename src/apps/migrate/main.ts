@@ -15,15 +15,14 @@ import { GUEST_ADDRESS, type ReceiveOptions, type SendOptions } from './options.
 import { clean, destinationLines, sourceLines, toJson } from './report.js';
 import { type SourceEvent, type SourceReport, runSource } from './source.js';
 
-function sourceProgress(progress: Progress | undefined, io: Io, json: boolean) {
+function sourceProgress(progress: Progress | undefined, io: Io) {
   return (e: SourceEvent) => {
     if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages in ${e.ms.toFixed(0)} ms`);
     else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.sent}/${e.of} stale pages sent`);
     else if (e.phase === 'switchover') {
       progress?.clear();
-      // Always said (not only on a terminal): a supervisor or a test waits for this line.
-      if (!json) io.err(`switchover: ${e.stalePages} stale page(s); post-copy started\n`);
-      else io.err(`switchover: ${e.stalePages} stale page(s); post-copy started\n`);
+      // Always said, --json or not, terminal or not: a supervisor or a test waits for this line.
+      io.err(`switchover: ${e.stalePages} stale page(s); post-copy started\n`);
     }
   };
 }
@@ -41,7 +40,7 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
       warmupMs: o.warmupMs,
       bandwidth: o.bandwidth,
       timeoutMs: o.timeoutMs,
-      onEvent: sourceProgress(progress, io, json),
+      onEvent: sourceProgress(progress, io),
     });
     progress?.clear();
     if (json) io.out(`${toJson(report)}\n`);
