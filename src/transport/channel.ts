@@ -49,8 +49,8 @@ const CONNECT_ERRORS: Record<string, string> = {
   ENETUNREACH: 'network unreachable',
   ETIMEDOUT: 'timed out',
 };
-const PEER_CLOSED_REMEDY = 'the peer exited or lost the connection; see its output';
-const PEER_SILENT_REMEDY = 'the peer is hung or the network is down; if it is only slow, allow it more time';
+const PEER_CLOSED_REMEDY = 'The peer exited or lost the connection; see its output';
+const PEER_SILENT_REMEDY = 'The peer is hung or the network is down; if it is only slow, allow it more time';
 
 interface Waiter {
   resolve(frame: Frame): void;

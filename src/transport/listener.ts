@@ -23,13 +23,13 @@ const DEFAULT_MAX_PENDING = 16;
 function remedyFor(errno: string | undefined, host: string, port: number): string | undefined {
   switch (errno) {
     case 'EADDRINUSE':
-      return `another process listens on port ${port}: choose another port, or stop that process`;
+      return `Another process listens on port ${port}: choose another port, or stop that process`;
     case 'EACCES':
-      return 'ports below 1024 need root: choose a port above 1023, or run as root';
+      return 'Ports below 1024 need root: choose a port above 1023, or run as root';
     case 'EADDRNOTAVAIL':
       return `${host} is not an address of this machine: listen on one of its addresses, or on 0.0.0.0`;
     case 'ENOTFOUND':
-      return `check the host name ${host}`;
+      return `Check the host name ${host}`;
     default:
       return undefined;
   }
