@@ -94,6 +94,18 @@ static Napi::Value Write(const Napi::CallbackInfo& info) {
   return Num(info.Env(), static_cast<double>(n));
 }
 
+// lseek(fd, offset, whence) -> the new offset, or -1 on ENXIO (SEEK_DATA/SEEK_HOLE past
+// the last data or hole: an answer, not an error).
+static Napi::Value Lseek(const Napi::CallbackInfo& info) {
+  off_t r = lseek(I32(info, 0), static_cast<off_t>(I64(info, 1)), I32(info, 2));
+  if (r < 0) {
+    if (errno == ENXIO) return Num(info.Env(), -1);
+    ThrowErrno(info.Env(), "lseek", errno);
+    return info.Env().Undefined();
+  }
+  return Num(info.Env(), static_cast<double>(r));
+}
+
 // ioctl(fd, request, arg, name) -> the ioctl's return value. `arg` is a Number (passed
 // as an integer argument) or a TypedArray (passed as a pointer to its bytes, which the
 // kernel may fill). `name` is only used to describe a failure.
@@ -290,6 +302,7 @@ void InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("read", Napi::Function::New(env, Read, "read"));
   exports.Set("write", Napi::Function::New(env, Write, "write"));
+  exports.Set("lseek", Napi::Function::New(env, Lseek, "lseek"));
   exports.Set("ioctl", Napi::Function::New(env, Ioctl, "ioctl"));
   exports.Set("poll", Napi::Function::New(env, Poll, "poll"));
   exports.Set("pollRead", Napi::Function::New(env, PollRead, "pollRead"));

@@ -8,12 +8,13 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { MigrationGuest } from '../src/apps/migrate/guest.js';
-import { MigrationProtocolError, PROTOCOL_MAGIC, PROTOCOL_VERSION, parseHello, parsePages, parseRequest } from '../src/apps/migrate/protocol.js';
+import { MigrationProtocolError, PROTOCOL_MAGIC, PROTOCOL_VERSION, encodeZero, parseHello, parsePages, parseRequest, parseZero } from '../src/apps/migrate/protocol.js';
 import { UnitBitmap } from '../src/apps/migrate/stale-set.js';
 import { encodeSwitchover, parseSwitchover } from '../src/apps/migrate/switchover.js';
 import { GuestPort } from '../src/kvm/guest/program.js';
 import { MIGRATE_PROGRAM, checkCounters } from '../src/kvm/guest/migrate-program.js';
 import { Kvm } from '../src/kvm/system.js';
+import { Backing } from '../src/memory/backing.js';
 import { assemble, missingBinutils } from './helpers/assemble.js';
 
 const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd to run the guest';
@@ -106,6 +107,24 @@ describe('a migrating guest on KVM', { skip: NO_KVM }, () => {
   });
 });
 
+describe('holes: pages never written are found without touching them', () => {
+  test('shmem: SEEK_DATA finds the first written page; private memory is all data', () => {
+    const shm = Backing.create('shmem', 2 ** 20);
+    const anon = Backing.create('anonymous', 2 ** 20);
+    try {
+      assert.equal(shm.nextData(0), shm.size, 'a new memfd is one hole');
+      shm.alias!.bytes()[3 * 4096 + 5] = 1;
+      assert.equal(shm.nextData(0), 3 * 4096);
+      assert.equal(shm.nextData(3 * 4096), 3 * 4096);
+      assert.equal(shm.nextData(4 * 4096), shm.size);
+      assert.equal(anon.nextData(8192), 8192);
+    } finally {
+      shm.close();
+      anon.close();
+    }
+  });
+});
+
 describe('what a peer sends is checked before it is used', () => {
   const good = { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, pageSize: 4096, memory: { guestAddress: 2 ** 32, size: 2 ** 24 }, vcpus: 2, mode: 'minor', source: 'shmem', program: { name: 'migrate', codeBytes: 1 }, session: 'x' };
   const helloOf = (o: Record<string, unknown>) => Buffer.from(JSON.stringify({ ...good, ...o }));
@@ -133,6 +152,10 @@ describe('what a peer sends is checked before it is used', () => {
     assert.throws(() => parsePages(pages(2 ** 32 + 1, 4096), 4096, memory), /misaligned/);
     assert.throws(() => parsePages(pages(2 ** 32, 100), 4096, memory), /whole 4096-byte pages/);
     assert.throws(() => parseRequest(Buffer.alloc(7), 4096, memory), /not 8/);
+    assert.deepEqual(parseZero(encodeZero(2 ** 32, 8192), 4096, memory), { guestAddress: 2 ** 32, length: 8192 });
+    assert.throws(() => parseZero(encodeZero(2 ** 32, 0), 4096, memory), /outside the guest's memory or misaligned/);
+    assert.throws(() => parseZero(encodeZero(2 ** 32 + memory.size - 4096, 8192), 4096, memory), /outside the guest's memory/);
+    assert.throws(() => parseZero(Buffer.alloc(15), 4096, memory), /not 16/);
     assert.throws(() => parseRequest(Buffer.from(new BigUint64Array([0n]).buffer), 4096, memory), /not a page of the guest/);
   });
 

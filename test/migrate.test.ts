@@ -66,6 +66,7 @@ describe('postcopy migrate', { skip: SKIP }, () => {
     const { source, destination } = await migrate(['-s', 'shmem', '-u', 'MINOR', '-b', '64M', '-v', '2', '--postcopy-now']);
     assert.equal(destination.mode, 'minor');
     assert.ok(destination.stalePages > 0, 'the guest dirtied pages during the first round');
+    assert.ok(source.zeroPages > 0, 'pages the guest had not written yet went as zero runs (holes in the memfd)');
     assertComplete(source, destination, pages);
   });
 
@@ -73,6 +74,7 @@ describe('postcopy migrate', { skip: SKIP }, () => {
     const { source, destination } = await migrate(['-s', 'anonymous', '-u', 'MISSING', '-b', '64M', '-v', '2', '--postcopy-now']);
     assert.equal(destination.mode, 'missing');
     assert.ok(destination.stalePages > 0);
+    assert.equal(source.zeroPages, 0, 'private memory has no holes to ask about: every page is sent');
     assertComplete(source, destination, pages);
   });
 

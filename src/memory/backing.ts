@@ -31,6 +31,8 @@ export interface BackingSourceInfo {
 }
 
 const BASE = 4096;
+/** lseek whence value (unistd.h). */
+const SEEK_DATA = 3;
 
 export const BACKING_INFO: Readonly<Record<BackingSourceName, BackingSourceInfo>> = {
   anonymous: { name: 'anonymous', pageSize: BASE, shared: false, hugetlb: false, description: 'private anonymous memory' },
@@ -157,6 +159,25 @@ export class Backing {
   unmapPrimary(offset: number, length: number): void {
     if (!this.info.shared) throw new InvalidArgumentError(`unmapPrimary: ${this.info.name} is private memory; use discard()`);
     this.primary.advise(Madvise.DONTNEED, offset, length);
+  }
+
+  /**
+   * The first byte offset at or after `offset` that holds data (SEEK_DATA on the memfd), or
+   * `size` if none: the pages before it were never written (a hole) and read as zeros, and
+   * reading them through a mapping would allocate them. Private memory, and files whose
+   * filesystem does not answer SEEK_DATA, are all data (`offset` itself). The kernel scans
+   * a hole to its end: callers walking a range should remember the answer (see
+   * apps/migrate's source), not ask again for every page of the same hole.
+   */
+  nextData(offset: number): number {
+    if (this.fd < 0) return offset;
+    try {
+      const at = native.lseek(this.fd, offset, SEEK_DATA);
+      return at < 0 ? this.size : at;
+    } catch (e) {
+      if (isSystemError(e, 'EINVAL', 'EOPNOTSUPP')) return offset;
+      throw e;
+    }
   }
 
   /** Unmaps both mappings and closes the fd. Safe twice. */

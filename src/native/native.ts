@@ -41,6 +41,8 @@ export interface Native {
   read(fd: number, into: Uint8Array): number;
   /** Bytes written, or -1 on EAGAIN. */
   write(fd: number, from: Uint8Array): number;
+  /** lseek(2); -1 for ENXIO (no data, or no hole, at or after `offset`). */
+  lseek(fd: number, offset: number, whence: number): number;
   /** `arg` is an integer argument or a struct the kernel reads and may fill. */
   ioctl(fd: number, request: number, arg: number | Uint8Array, name: string): number;
   /** `fds` holds [fd, events, revents] triples (at most 16); revents are written back. */

@@ -28,6 +28,8 @@ import type { Listener } from '../../transport/listener.js';
 import { type FillResult, Userfaultfd } from '../../uffd/userfaultfd.js';
 import { native } from '../../native/binding.js';
 import { MIGRATE_PROGRAM, checkCounters, type MigrateState } from '../../kvm/guest/migrate-program.js';
+import { MapFlag } from '../../memory/constants.js';
+import { Mapping } from '../../memory/mapping.js';
 import { FaultReader, type FaultMessage, type FaultReaderStats } from './fault-reader.js';
 import { GUEST_PAGE, MigrationGuest, checkShape } from './guest.js';
 import { PageStates } from './page-state.js';
@@ -44,6 +46,7 @@ import {
   isFrameType,
   parseHello,
   parsePages,
+  parseZero,
 } from './protocol.js';
 import { parseSwitchover, type Switchover } from './switchover.js';
 import { UnitBitmap } from './stale-set.js';
@@ -300,6 +303,9 @@ async function receive(
   // mapping for MISSING, which is registered only at switchover.
   const fill = (hello.mode === 'minor' ? guest.backing.alias! : primary).bytes();
   const states = new PageStates(units);
+  // A page of zeros to UFFDIO_COPY from (MISSING, memory not populated), made when first needed.
+  let zeros: Mapping | undefined;
+  const zeroPage = () => (zeros ??= Mapping.map(unit, { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS }));
   // MISSING: which pages of the (registered) guest mapping hold bytes; all of them once populated.
   const populated = new Uint8Array(hello.mode === 'missing' ? units : 0).fill(prepared.populated ? 1 : 0);
 
@@ -514,6 +520,25 @@ async function receive(
       switch (f.type) {
         case FrameType.PAGES:
           return onPages(f);
+        case FrameType.ZERO: {
+          if (switched) throw new MigrationProtocolError('a ZERO frame after the switchover');
+          const z = parseZero(f.payload, unit, memory);
+          const first = (z.guestAddress - base) / unit;
+          const count = z.length / unit;
+          if (hello.mode === 'minor') fill.fill(0, first * unit, (first + count) * unit);
+          else {
+            for (let u = first; u < first + count; u++) {
+              if (populated[u]) fill.fill(0, u * unit, (u + 1) * unit);
+              else {
+                // Unpopulated and registered: only an ioctl may fill it (a store would fault into our own reader).
+                resolveAll((a, src, len) => uffd.copy(hva(a), hva(src), len), primary.address + u * unit, zeroPage().address, unit);
+                populated[u] = 1;
+              }
+            }
+          }
+          precopyPages += count;
+          return;
+        }
         case FrameType.ROUND_END: {
           const r = JSON.parse(Buffer.from(f.payload).toString()) as { round: number; pages: number };
           rounds.push({ round: r.round, pages: r.pages });
@@ -572,6 +597,7 @@ async function receive(
   uffd.unregister(hva(primary.address), hello.memory.size);
   const finalStates = guest.states();
   const oracle = check(guest, finalStates);
+  zeros?.unmap();
   o.onEvent?.({ phase: 'checked', lostWrites: oracle.lostWrites });
   const khz = sw!.tscKhz;
   let stall = 0n;

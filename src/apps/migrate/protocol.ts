@@ -4,7 +4,7 @@
  * type, flags) is src/transport's; this file gives the payloads meaning.
  *
  * Two TCP connections from the source to the destination's listener:
- *   main    HELLO → ACCEPT | ERROR, then PAGES… ROUND_END… (precopy), SWITCHOVER,
+ *   main    HELLO → ACCEPT | ERROR, then PAGES… ZERO… ROUND_END… (precopy), SWITCHOVER,
  *           PAGES… (post-copy background stream); back: ROUND_END (the round is in),
  *           RESUMED, COMPLETE, ERROR.
  *   urgent  URGENT (joins the session), then REQUEST from the destination for a page a
@@ -34,6 +34,8 @@ export const FrameType = {
   COMPLETE: 9,
   /** First frame on the urgent connection: { session }. */
   URGENT: 10,
+  /** Precopy only: u64 guest address, u64 length: pages the source never wrote (zeros), sent without their bytes. */
+  ZERO: 11,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -144,6 +146,25 @@ export function parsePages(payload: Uint8Array, pageSize: number, memory: { gues
     throw new MigrationProtocolError(`PAGES frame for [0x${guestAddress.toString(16)}, 0x${(guestAddress + length).toString(16)}) is outside the guest's memory or misaligned`);
   }
   return { guestAddress, data: payload.subarray(8) };
+}
+
+/** ZERO payload: a run of pages that hold zeros. */
+export function encodeZero(guestAddress: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(16);
+  b.writeBigUInt64LE(BigInt(guestAddress), 0);
+  b.writeBigUInt64LE(BigInt(length), 8);
+  return b;
+}
+
+export function parseZero(payload: Uint8Array, pageSize: number, memory: { guestAddress: number; size: number }): { guestAddress: number; length: number } {
+  if (payload.byteLength !== 16) throw new MigrationProtocolError(`ZERO frame of ${payload.byteLength} bytes, not 16`);
+  const b = Buffer.from(payload.buffer, payload.byteOffset, 16);
+  const guestAddress = Number(b.readBigUInt64LE(0));
+  const length = Number(b.readBigUInt64LE(8));
+  if (guestAddress % pageSize !== 0 || length % pageSize !== 0 || length === 0 || guestAddress < memory.guestAddress || guestAddress + length > memory.guestAddress + memory.size) {
+    throw new MigrationProtocolError(`ZERO frame for [0x${guestAddress.toString(16)}, 0x${(guestAddress + length).toString(16)}) is outside the guest's memory or misaligned`);
+  }
+  return { guestAddress, length };
 }
 
 /** REQUEST payload: the u64 guest address of one page. */

@@ -25,11 +25,13 @@ import {
   errorMessage,
   frameName,
   isFrameType,
+  encodeZero,
   pagesHeader,
   parseRequest,
   type MigrationMode,
 } from './protocol.js';
 import { UnitBitmap } from './stale-set.js';
+import type { Backing } from '../../memory/backing.js';
 import { encodeSwitchover } from './switchover.js';
 
 /** When precopy stops and post-copy starts. */
@@ -77,6 +79,8 @@ export interface SourceReport {
   readonly pages: number;
   readonly rounds: readonly RoundFigures[];
   readonly precopyPages: number;
+  /** Of those, pages sent as ZERO runs: never written by the guest, so neither read nor sent. */
+  readonly zeroPages: number;
   readonly stalePages: number;
   readonly backgroundPages: number;
   readonly onDemandPages: number;
@@ -95,6 +99,25 @@ export interface SourceReport {
   /** The guest's own progress at the pause. */
   readonly states: readonly MigrateState[];
   readonly tscKhz: number;
+}
+
+/**
+ * Backing.nextData for offsets that only grow within a round: one SEEK_DATA per hole, not
+ * one per run inside it (the kernel scans the whole hole each time). A page that gains
+ * data after the answer was written after the round's dirty-log clear: the next round
+ * sends it.
+ */
+class HoleCursor {
+  #from = 0;
+  #data = 0;
+  constructor(private readonly backing: Backing) {}
+
+  nextData(offset: number): number {
+    if (offset >= this.#from && offset < this.#data) return this.#data;
+    this.#from = offset;
+    this.#data = this.backing.nextData(offset);
+    return this.#data;
+  }
 }
 
 /** Frames at most this long in precopy and in the background stream. */
@@ -203,6 +226,7 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
   const t0 = process.hrtime.bigint();
   const rounds: RoundFigures[] = [];
   let precopyPages = 0;
+  let zeroPages = 0;
   let firstRoundBytes = 0;
   let firstRoundNs = 0n;
   // Each round starts once the destination has taken in the last one: the pipe is empty, so
@@ -233,8 +257,18 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
     log.clear();
     const set = UnitBitmap.fromDirtyLog(log.words, log.pages, pagesPerUnit);
     let sent = 0;
+    const holes = new HoleCursor(guest.backing);
     for (const [first, count] of set.runs(unitsPerRun)) {
-      sendRun(main, first, count);
+      // Pages the guest never wrote are holes in shared memory: say so instead of reading
+      // them (which would allocate them here) and sending zeros.
+      const at = first * unit;
+      const end = (first + count) * unit;
+      const data = Math.min(end, holes.nextData(at));
+      if (data > at) {
+        main.send(FrameType.ZERO, 0, encodeZero(base + at, data - at));
+        zeroPages += (data - at) / unit;
+      }
+      if (end > data) sendRun(main, data / unit, (end - data) / unit);
       sent += count;
       await drain(main);
     }
@@ -335,6 +369,7 @@ async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o:
     pages: units,
     rounds,
     precopyPages,
+    zeroPages,
     stalePages,
     backgroundPages,
     onDemandPages,
