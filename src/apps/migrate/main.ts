@@ -8,6 +8,7 @@ import type { Io } from '../../cli/command.js';
 import { PostcopyError } from '../../errors.js';
 import { Kvm } from '../../kvm/system.js';
 import { Listener } from '../../transport/listener.js';
+import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { formatHostPort } from '../../transport/host-port.js';
 import { formatSize } from '../../util/format.js';
 import { type DestinationReport, runDestination } from './destination.js';
@@ -54,6 +55,14 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
 
 export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Promise<DestinationReport> {
   const kvm = Kvm.open();
+  // Every source needs userfaultfd here: find out now (PermissionError says what to do),
+  // not by refusing each source that connects.
+  try {
+    Userfaultfd.open({ nonBlocking: true }).close();
+  } catch (e) {
+    kvm.close();
+    throw e;
+  }
   const listener = await Listener.listen(o.host, o.port);
   const progress = json ? undefined : Progress.forStream(process.stderr);
   try {
