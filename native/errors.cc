@@ -31,6 +31,7 @@ void ThrowErrno(Napi::Env env, const char* syscall, int err, uint64_t start, uin
 }
 
 static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setErrorClass: expected a constructor");
   auto* data = new ErrorClass();
   data->ctor = Napi::Persistent(info[0].As<Napi::Function>());
   info.Env().SetInstanceData<ErrorClass>(data);

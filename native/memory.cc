@@ -11,7 +11,7 @@ namespace postcopy {
 
 // memfdCreate(name, flags) -> fd
 static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
-  std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string name = StringArg(info, 0);
   int fd = static_cast<int>(syscall(SYS_memfd_create, name.c_str(), U32(info, 1)));
   if (fd < 0) ThrowErrno(info.Env(), "memfd_create", errno);
   return Num(info.Env(), fd);
@@ -79,6 +79,7 @@ static Napi::Value View(const Napi::CallbackInfo& info) {
 
 // detach(arrayBuffer)
 static Napi::Value Detach(const Napi::CallbackInfo& info) {
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "argument 0: expected an ArrayBuffer");
   Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
   if (!ab.IsDetached()) ab.Detach();
   return info.Env().Undefined();
@@ -86,7 +87,7 @@ static Napi::Value Detach(const Napi::CallbackInfo& info) {
 
 // addressOf(typedArray) -> address of its first byte (for use as a UFFDIO_COPY source).
 static Napi::Value AddressOf(const Napi::CallbackInfo& info) {
-  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  Napi::TypedArray ta = TypedArg(info, 0, "a typed array");
   uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   return Num(info.Env(), static_cast<double>(reinterpret_cast<uintptr_t>(base)));
 }

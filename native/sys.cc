@@ -20,8 +20,8 @@
 namespace postcopy {
 
 namespace {
-uint8_t* Bytes(const Napi::Value& v, size_t* len) {
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+uint8_t* Bytes(const Napi::CallbackInfo& info, size_t i, size_t* len) {
+  Napi::TypedArray ta = TypedArg(info, i, "a typed array");
   *len = ta.ByteLength();
   return static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
 }
@@ -54,7 +54,7 @@ constexpr size_t kMaxPollfds = 16;
 
 // open(path, flags, mode) -> fd
 static Napi::Value Open(const Napi::CallbackInfo& info) {
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = StringArg(info, 0);
   int fd = open(path.c_str(), I32(info, 1), U32(info, 2));
   if (fd < 0) ThrowErrno(info.Env(), ("open(" + path + ")").c_str(), errno);
   return Num(info.Env(), fd);
@@ -69,7 +69,7 @@ static Napi::Value Close(const Napi::CallbackInfo& info) {
 // read(fd, bytes) -> bytes read, or -1 when a non-blocking descriptor has nothing (EAGAIN).
 static Napi::Value Read(const Napi::CallbackInfo& info) {
   size_t len = 0;
-  uint8_t* buf = Bytes(info[1], &len);
+  uint8_t* buf = Bytes(info, 1, &len);
   ssize_t n;
   do n = read(I32(info, 0), buf, len); while (n < 0 && errno == EINTR);
   if (n < 0) {
@@ -83,7 +83,7 @@ static Napi::Value Read(const Napi::CallbackInfo& info) {
 // write(fd, bytes) -> bytes written, or -1 on EAGAIN.
 static Napi::Value Write(const Napi::CallbackInfo& info) {
   size_t len = 0;
-  uint8_t* buf = Bytes(info[1], &len);
+  uint8_t* buf = Bytes(info, 1, &len);
   ssize_t n;
   do n = write(I32(info, 0), buf, len); while (n < 0 && errno == EINTR);
   if (n < 0) {
@@ -110,17 +110,18 @@ static Napi::Value Lseek(const Napi::CallbackInfo& info) {
 // as an integer argument) or a TypedArray (passed as a pointer to its bytes, which the
 // kernel may fill). `name` is only used to describe a failure.
 static Napi::Value Ioctl(const Napi::CallbackInfo& info) {
-  unsigned long request = static_cast<unsigned long>(info[1].As<Napi::Number>().Int64Value());
+  // The kernel takes the request as an unsigned int: a u32 bit pattern, exactly.
+  unsigned long request = static_cast<uint32_t>(I32(info, 1));
+  std::string name = "ioctl(" + StringArg(info, 3) + ")";
   int rc;
   if (info[2].IsTypedArray()) {
     size_t len = 0;
-    uint8_t* buf = Bytes(info[2], &len);
+    uint8_t* buf = Bytes(info, 2, &len);
     rc = ioctl(I32(info, 0), request, buf);
   } else {
-    rc = ioctl(I32(info, 0), request, static_cast<unsigned long>(info[2].As<Napi::Number>().Int64Value()));
+    rc = ioctl(I32(info, 0), request, static_cast<unsigned long>(I64(info, 2)));
   }
   if (rc < 0) {
-    std::string name = "ioctl(" + info[3].As<Napi::String>().Utf8Value() + ")";
     ThrowErrno(info.Env(), name.c_str(), errno);
     return info.Env().Undefined();
   }
@@ -130,10 +131,11 @@ static Napi::Value Ioctl(const Napi::CallbackInfo& info) {
 // poll(fds: Int32Array of [fd, events, revents] triples, timeoutMs) -> ready count, 0 on
 // timeout. revents are written back into the array.
 static Napi::Value Poll(const Napi::CallbackInfo& info) {
-  Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+  Napi::Int32Array arr = TypedArg<Napi::Int32Array>(info, 0, napi_int32_array, "an Int32Array of [fd, events, revents] triples");
+  int timeout = I32(info, 1);
   struct pollfd p[kMaxPollfds];
   size_t n = LoadPollfds(arr, p, kMaxPollfds);
-  int rc = PollRetrying(p, n, I32(info, 1));
+  int rc = PollRetrying(p, n, timeout);
   if (rc < 0) {
     ThrowErrno(info.Env(), "poll", errno);
     return info.Env().Undefined();
@@ -147,22 +149,23 @@ static Napi::Value Poll(const Napi::CallbackInfo& info) {
 // written back into `fds` as by Poll. One crossing of the JavaScript boundary for the two
 // system calls a fault reader makes per wake-up; the same two calls, in the same order.
 static Napi::Value PollRead(const Napi::CallbackInfo& info) {
-  Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+  Napi::Int32Array arr = TypedArg<Napi::Int32Array>(info, 0, napi_int32_array, "an Int32Array of [fd, events, revents] triples");
+  int timeout = I32(info, 1);
+  int fd = I32(info, 2);
+  size_t len = 0;
+  uint8_t* buf = Bytes(info, 3, &len);
   struct pollfd p[kMaxPollfds];
   size_t n = LoadPollfds(arr, p, kMaxPollfds);
-  if (PollRetrying(p, n, I32(info, 1)) < 0) {
+  if (PollRetrying(p, n, timeout) < 0) {
     ThrowErrno(info.Env(), "poll", errno);
     return info.Env().Undefined();
   }
   StoreRevents(arr, p, n);
-  int fd = I32(info, 2);
   bool readable = false;
   for (size_t i = 0; i < n; i++) {
     if (p[i].fd == fd && (p[i].revents & POLLIN)) readable = true;
   }
   if (!readable) return Num(info.Env(), -1);
-  size_t len = 0;
-  uint8_t* buf = Bytes(info[3], &len);
   ssize_t got;
   do got = read(fd, buf, len); while (got < 0 && errno == EINTR);
   if (got < 0) {
@@ -191,7 +194,7 @@ static Napi::Value EpollCtl(const Napi::CallbackInfo& info) {
 
 // epollWait(epfd, out: Uint32Array of [events, data] pairs, timeoutMs) -> ready count
 static Napi::Value EpollWait(const Napi::CallbackInfo& info) {
-  Napi::Uint32Array out = info[1].As<Napi::Uint32Array>();
+  Napi::Uint32Array out = TypedArg<Napi::Uint32Array>(info, 1, napi_uint32_array, "a Uint32Array");
   int max = static_cast<int>(out.ElementLength() / 2);
   struct epoll_event evs[64];
   if (max > 64) max = 64;
@@ -217,10 +220,17 @@ static Napi::Value Eventfd(const Napi::CallbackInfo& info) {
 
 // setAffinity(tid, cpus: number[]) ; tid 0 means the calling thread.
 static Napi::Value SetAffinity(const Napi::CallbackInfo& info) {
+  if (!info[1].IsArray()) throw Napi::TypeError::New(info.Env(), "argument 1: expected an array of CPU numbers");
   Napi::Array cpus = info[1].As<Napi::Array>();
   cpu_set_t set;
   CPU_ZERO(&set);
-  for (uint32_t i = 0; i < cpus.Length(); i++) CPU_SET(cpus.Get(i).As<Napi::Number>().Int32Value(), &set);
+  for (uint32_t i = 0; i < cpus.Length(); i++) {
+    Napi::Value c = cpus.Get(i);
+    double d = c.IsNumber() ? c.As<Napi::Number>().DoubleValue() : -1;
+    // CPU_SET past CPU_SETSIZE would write outside `set`.
+    if (!(d >= 0 && d < CPU_SETSIZE) || d != std::floor(d)) ThrowArg(info, 1, "CPU numbers in [0, CPU_SETSIZE)");
+    CPU_SET(static_cast<int>(d), &set);
+  }
   if (sched_setaffinity(I32(info, 0), sizeof set, &set) != 0) ThrowErrno(info.Env(), "sched_setaffinity", errno);
   return info.Env().Undefined();
 }

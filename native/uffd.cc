@@ -64,7 +64,7 @@ static Napi::Value Userfaultfd(const Napi::CallbackInfo& info) {
 // (Linux 6.1+), which is governed by the device node's permissions instead of
 // vm.unprivileged_userfaultfd.
 static Napi::Value UserfaultfdDevice(const Napi::CallbackInfo& info) {
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = StringArg(info, 0);
   int dev = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (dev < 0) {
     ThrowErrno(info.Env(), ("open(" + path + ")").c_str(), errno);
