@@ -204,15 +204,16 @@ function register(uffd: Userfaultfd, r: TrackedRange): void {
       throw new UnsupportedError(`uffd-wp tracking ${formatRange(r.address, r.size)}: the kernel registered the range but allows no UFFDIO_WRITEPROTECT on it`, UPGRADE);
     }
   } catch (e) {
+    // The kernel's answer (with the reason the uffd layer could find) goes in the message.
     if (isSystemError(e, 'EBUSY')) {
-      throw new InvalidArgumentError(`uffd-wp tracking ${formatRange(r.address, r.size)}: the range is already registered with another userfaultfd (EBUSY)`, 'Track it through that userfaultfd\'s owner, or close it first');
+      throw new InvalidArgumentError(`uffd-wp tracking ${formatRange(r.address, r.size)}: the range is already registered with another userfaultfd (${e.message})`, 'Track it through that userfaultfd\'s owner, or close it first');
     }
     if (isSystemError(e, 'ENOMEM')) {
-      throw new InvalidArgumentError(`uffd-wp tracking ${formatRange(r.address, r.size)}: not all of the range is mapped (ENOMEM)`);
+      throw new InvalidArgumentError(`uffd-wp tracking ${formatRange(r.address, r.size)}: not all of the range is mapped (${e.message})`);
     }
     if (isSystemError(e, 'EINVAL')) {
       throw new UnsupportedError(
-        `uffd-wp tracking ${formatRange(r.address, r.size)}: userfaultfd cannot write-protect this memory (UFFDIO_REGISTER MODE_WP: EINVAL; e.g. MAP_DROPPABLE memory)`,
+        `uffd-wp tracking ${formatRange(r.address, r.size)}: userfaultfd cannot write-protect this memory, e.g. MAP_DROPPABLE memory (${e.message})`,
         'Track ordinary anonymous, shmem or hugetlb memory',
       );
     }
