@@ -50,3 +50,22 @@ export class InvalidArgumentError extends PostcopyError {
     super('ERR_INVALID_ARG', message, remedy);
   }
 }
+
+/**
+ * A public function was handed an argument of the wrong type, or a value outside the ones
+ * it takes (as plain JavaScript can): names the function, the argument as the caller wrote
+ * it (`options.features[0]`), what it got and, where they are few, the valid values.
+ */
+export class ArgumentError extends InvalidArgumentError {
+  override name = 'ArgumentError';
+  /** The argument, as the caller wrote it: `size`, `options.features[1]`. */
+  readonly argument: string;
+  /** The values it takes, when they can be listed. */
+  readonly valid: readonly string[] | undefined;
+
+  constructor(argument: string, message: string, valid?: readonly string[]) {
+    super(message);
+    this.argument = argument;
+    this.valid = valid;
+  }
+}

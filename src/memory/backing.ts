@@ -1,4 +1,5 @@
-import { InvalidArgumentError, UnsupportedError } from '../errors.js';
+import { ArgumentError, ClosedError, InvalidArgumentError, UnsupportedError } from '../errors.js';
+import { describe, integer, oneOf, options as optionsArg } from '../native/args.js';
 import { native } from '../native/binding.js';
 import { isSystemError } from '../native/errors.js';
 import { formatSize } from '../util/format.js';
@@ -79,12 +80,20 @@ export class Backing {
   }
 
   static create(source: BackingSourceName, size: number, options: BackingOptions = {}): Backing {
+    oneOf('Backing.create', 'source', source, BACKING_SOURCES);
     const info = BACKING_INFO[source];
-    if (!Number.isSafeInteger(size) || size <= 0 || size % info.pageSize !== 0) {
-      throw new InvalidArgumentError(`${source}: size ${size} is not a positive multiple of its page size (${formatSize(info.pageSize)})`);
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0 || size % info.pageSize !== 0) {
+      throw new ArgumentError('size', `Backing.create: size must be a positive multiple of ${source}'s page size (${formatSize(info.pageSize)}), got ${describe(size)}`);
+    }
+    const o = optionsArg<BackingOptions>('Backing.create', 'options', options);
+    if (o.createGuestMemfd !== undefined && typeof o.createGuestMemfd !== 'function') {
+      throw new ArgumentError('options.createGuestMemfd', `Backing.create: options.createGuestMemfd must be a function (size) => fd, got ${describe(o.createGuestMemfd)}`);
+    }
+    if (o.name !== undefined && (typeof o.name !== 'string' || o.name.length > 249 || o.name.includes('/'))) {
+      throw new ArgumentError('options.name', `Backing.create: options.name must be a string of at most 249 characters without '/' (a memfd name), got ${describe(o.name)}`);
     }
     if (info.hugetlb) checkHugepages(info, size);
-    const name = options.name ?? `postcopy-${source}`;
+    const name = o.name ?? `postcopy-${source}`;
     try {
       switch (source) {
         case 'anonymous':
@@ -103,10 +112,10 @@ export class Backing {
         case 'shared_hugetlb_1gb':
           return Backing.#shared(info, size, native.memfdCreate(name, Mfd.CLOEXEC | Mfd.HUGETLB | hugeFlag(info.pageSize)));
         case 'guest_memfd': {
-          if (!options.createGuestMemfd) {
+          if (!o.createGuestMemfd) {
             throw new InvalidArgumentError('guest_memfd: a guest_memfd comes from a KVM VM; pass createGuestMemfd (see createGuestMemfd in kvm/)');
           }
-          return Backing.#shared(info, size, options.createGuestMemfd(size), false);
+          return Backing.#shared(info, size, o.createGuestMemfd(size), false);
         }
       }
     } catch (e) {
@@ -138,12 +147,20 @@ export class Backing {
     return this.#closed;
   }
 
+  /** [offset, offset+length) is a non-empty part of this backing, which is open. */
+  #checkPart(op: string, offset: number, length: number): void {
+    if (this.#closed) throw new ClosedError(`${this.info.name} backing`, op);
+    integer(op, 'offset', offset, { min: 0, max: this.size });
+    integer(op, 'length', length, { min: 1, max: this.size - offset });
+  }
+
   /**
    * Drops the pages of [offset, offset+length), so the next touch through the primary
    * mapping faults again as MISSING: MADV_DONTNEED for private memory, a punched hole
    * in the file (which empties both mappings) for shared memory.
    */
   discard(offset: number, length: number): void {
+    this.#checkPart('discard', offset, length);
     if (offset % this.info.pageSize !== 0 || length % this.info.pageSize !== 0) {
       throw new InvalidArgumentError(`discard: [+${offset}, +${offset + length}) is not aligned to ${formatSize(this.info.pageSize)} pages`);
     }
@@ -158,6 +175,7 @@ export class Backing {
    */
   unmapPrimary(offset: number, length: number): void {
     if (!this.info.shared) throw new InvalidArgumentError(`unmapPrimary: ${this.info.name} is private memory; use discard()`);
+    this.#checkPart('unmapPrimary', offset, length);
     this.primary.advise(Madvise.DONTNEED, offset, length);
   }
 
@@ -170,6 +188,7 @@ export class Backing {
    * apps/migrate's source), not ask again for every page of the same hole.
    */
   nextData(offset: number): number {
+    integer('nextData', 'offset', offset, { min: 0, max: this.size });
     if (this.fd < 0) return offset;
     try {
       const at = native.lseek(this.fd, offset, SEEK_DATA);

@@ -1,7 +1,8 @@
 import { gpa, hva, type GuestAddress, type HostAddress } from '../address.js';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { formatRange, formatSize } from '../util/format.js';
-import { Backing, BACKING_INFO, type BackingOptions, type BackingSourceName } from './backing.js';
+import { describe, oneOf } from '../native/args.js';
+import { Backing, BACKING_INFO, BACKING_SOURCES, type BackingOptions, type BackingSourceName } from './backing.js';
 
 /** One region of guest-physical memory, as asked for. */
 export interface RegionSpec {
@@ -81,7 +82,12 @@ export class GuestMemory {
 
   /** Throws InvalidArgumentError naming the first thing wrong with `specs`. */
   static checkLayout(specs: readonly RegionSpec[]): void {
+    if (!Array.isArray(specs as unknown)) throw new InvalidArgumentError(`guest memory: specs must be an array of { guestAddress, size, source }, got ${describe(specs)}`);
     if (specs.length === 0) throw new InvalidArgumentError('guest memory needs at least one region');
+    specs.forEach((s: unknown, i) => {
+      if (s === null || typeof s !== 'object') throw new InvalidArgumentError(`guest memory: specs[${i}] must be { guestAddress, size, source }, got ${describe(s)}`);
+      oneOf('guest memory', `specs[${i}].source`, (s as RegionSpec).source, BACKING_SOURCES);
+    });
     for (const s of specs) {
       const page = BACKING_INFO[s.source].pageSize;
       if (!Number.isSafeInteger(s.guestAddress) || s.guestAddress < 0) {

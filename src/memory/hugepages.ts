@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { PermissionError } from '../errors.js';
+import { integer } from '../native/args.js';
 import { formatSize } from '../util/format.js';
 
 /** The state of one hugetlb pool (/sys/kernel/mm/hugepages/hugepages-<size>kB). */
@@ -23,6 +24,7 @@ function readCount(dir: string, name: string): number {
 }
 
 export function hugepagePool(pageSize: number): HugepagePool {
+  integer('hugepagePool', 'pageSize', pageSize, { min: 4096, multipleOf: 4096, unit: '4096' });
   const dir = poolDir(pageSize);
   if (!existsSync(dir)) return { pageSize, exists: false, total: 0, free: 0, reserved: 0, available: 0 };
   const total = readCount(dir, 'nr_hugepages');
@@ -48,6 +50,7 @@ export function reserveRemedy(pageSize: number, count: number): string {
  * Growing can fall short when memory is fragmented: the result says how many are there.
  */
 export function reserveHugepages(pageSize: number, count: number): { available: number; grew: boolean; release: () => void } {
+  integer('reserveHugepages', 'count', count, { min: 0 });
   const before = hugepagePool(pageSize);
   if (!before.exists) return { available: 0, grew: false, release: () => {} };
   if (before.available >= count) return { available: before.available, grew: false, release: () => {} };

@@ -24,16 +24,33 @@ export class SystemError extends Error {
   readonly syscall: string;
   readonly start: number | undefined;
   readonly length: number | undefined;
+  /** What the errno means for this call, where the library could tell (see explain()). */
+  readonly reason: string | undefined;
+  /** What to do about it, with the reason. */
+  readonly remedy: string | undefined;
 
-  constructor(syscall: string, errno: number, start?: number, length?: number) {
+  constructor(syscall: string, errno: number, start?: number, length?: number, reason?: string, remedy?: string) {
     const code = errnoName(errno);
     const where = length !== undefined && start !== undefined ? ` ${formatRange(start, length)}` : '';
-    super(`${syscall}${where}: ${code}`);
+    super(`${syscall}${where}: ${code}${reason ? `: ${reason}` : ''}${remedy ? `. ${remedy}` : ''}`);
     this.code = code;
     this.errno = errno;
     this.syscall = syscall;
     this.start = start;
     this.length = length;
+    this.reason = reason;
+    this.remedy = remedy;
+  }
+
+  /**
+   * The same failure (same class, code, errno, call and range: callers testing
+   * `isSystemError(e, 'EINVAL')` still match) with the reason the library found:
+   * `ioctl(UFFDIO_REGISTER) [0x7f…, 0x7f…): EINVAL: MINOR faults need a page cache …`.
+   */
+  explain(reason: string, remedy?: string): SystemError {
+    const e = new SystemError(this.syscall, this.errno, this.start, this.length, reason, remedy);
+    e.cause = this;
+    return e;
   }
 }
 

@@ -1,5 +1,5 @@
 import { hva, type HostAddress } from '../address.js';
-import { EventCode, MESSAGE_SIZE } from './constants.js';
+import { EventCode, MESSAGE_SIZE, PagefaultFlag } from './constants.js';
 
 /** A page fault: the faulting thread sleeps until the range is resolved (or woken). */
 export interface PagefaultEvent {
@@ -49,9 +49,24 @@ export interface UnknownEvent {
 
 export type UffdEvent = PagefaultEvent | ForkEvent | RemapEvent | RemoveEvent | UnmapEvent | UnknownEvent;
 
-const PAGEFAULT_FLAG_WRITE = 1;
-const PAGEFAULT_FLAG_WP = 2;
-const PAGEFAULT_FLAG_MINOR = 4;
+const PAGEFAULT_FLAG_WRITE = Number(PagefaultFlag.WRITE);
+const PAGEFAULT_FLAG_WP = Number(PagefaultFlag.WP);
+const PAGEFAULT_FLAG_MINOR = Number(PagefaultFlag.MINOR);
+
+export type PagefaultKind = PagefaultEvent['kind'];
+
+/**
+ * What kind of fault uffd_msg.arg.pagefault.flags describe (Userfaultfd.faultFlags(i)):
+ * MINOR set: 'minor'; else WP set: 'wp'; else 'missing'. The one decoding of these bits.
+ */
+export function pagefaultKind(flags: number): PagefaultKind {
+  return flags & PAGEFAULT_FLAG_MINOR ? 'minor' : flags & PAGEFAULT_FLAG_WP ? 'wp' : 'missing';
+}
+
+/** Whether the page-fault flags say the access was a write. */
+export function pagefaultWrite(flags: number): boolean {
+  return (flags & PAGEFAULT_FLAG_WRITE) !== 0;
+}
 
 // Reads a u64 that is known to fit a double (addresses, lengths) without a BigInt.
 function u64(view: DataView, offset: number): number {
@@ -87,12 +102,11 @@ export function decodeEvent(view: DataView, offset = 0): UffdEvent {
     case EventCode.PAGEFAULT: {
       // arg.pagefault: u64 flags; u64 address; u32 ptid
       const flags = view.getUint32(arg, true);
-      const kind = flags & PAGEFAULT_FLAG_MINOR ? 'minor' : flags & PAGEFAULT_FLAG_WP ? 'wp' : 'missing';
       return {
         type: 'pagefault',
         address: hva(u64(view, arg + 8)),
-        kind,
-        write: (flags & PAGEFAULT_FLAG_WRITE) !== 0,
+        kind: pagefaultKind(flags),
+        write: pagefaultWrite(flags),
         threadId: view.getUint32(arg + 16, true),
       };
     }

@@ -215,44 +215,5 @@ export function benchResult(regs: Regs): BenchResult {
   return { mismatches: Number(regs.rax), firstMismatch: Number(regs.rbx), accesses: Number(regs.rcx) };
 }
 
-/** The pattern page `address` holds: address ^ seed. */
-export function patternValue(address: number, seed: bigint): bigint {
-  return BigInt.asUintN(64, BigInt(address) ^ seed);
-}
-
-/** The seed as two u32 halves, for filling and checking without a BigInt per page. */
-function seedHalves(seed: bigint): [lo: number, hi: number] {
-  const s = BigInt.asUintN(64, seed);
-  return [Number(s & 0xffff_ffffn), Number(s >> 32n)];
-}
-
-/**
- * Writes the pattern into host memory `bytes` that backs guest addresses starting at
- * `guestAddress`: the first 8 bytes of every `stride` bytes hold (their guest address) ^ seed.
- * For MISSING mode this is the UFFDIO_COPY source; for MINOR mode, the alias mapping.
- */
-export function fillPattern(bytes: Uint8Array, guestAddress: number, seed: bigint, stride = 4096): void {
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 4));
-  const [seedLo, seedHi] = seedHalves(seed);
-  const step = stride / 4;
-  for (let w = 0, a = guestAddress; w + 1 < words.length; w += step, a += stride) {
-    words[w] = (a % 2 ** 32 ^ seedLo) >>> 0;
-    words[w + 1] = (Math.floor(a / 2 ** 32) ^ seedHi) >>> 0;
-  }
-}
-
-/**
- * Guest addresses of the pages of `bytes` (backing guest memory from `guestAddress`)
- * whose first 8 bytes do not hold the pattern (at most `limit` of them): the host-side
- * check after a run.
- */
-export function patternMismatches(bytes: Uint8Array, guestAddress: number, seed: bigint, stride = 4096, limit = 16): number[] {
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 4));
-  const [seedLo, seedHi] = seedHalves(seed);
-  const step = stride / 4;
-  const out: number[] = [];
-  for (let w = 0, a = guestAddress; w + 1 < words.length && out.length < limit; w += step, a += stride) {
-    if (words[w] !== (a % 2 ** 32 ^ seedLo) >>> 0 || words[w + 1] !== (Math.floor(a / 2 ** 32) ^ seedHi) >>> 0) out.push(a);
-  }
-  return out;
-}
+// The page pattern itself lives with the memory it fills (memory/pattern.ts).
+export { fillPattern, patternMismatches, patternValue } from '../../memory/pattern.js';
