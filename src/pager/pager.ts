@@ -1,8 +1,9 @@
 import { Worker } from 'node:worker_threads';
-import { ClosedError, InvalidArgumentError } from '../errors.js';
+import { ArgumentError, ClosedError, InvalidArgumentError } from '../errors.js';
 import { Histogram } from '../metrics/histogram.js';
+import { describe, integer, nonNegative, oneOf, options as optionsArg } from '../native/args.js';
 import { native } from '../native/binding.js';
-import type { Userfaultfd } from '../uffd/userfaultfd.js';
+import { Userfaultfd } from '../uffd/userfaultfd.js';
 import type { ReaderConfig } from './reader.worker.js';
 import type { ReaderStats, Resolution } from './resolution.js';
 
@@ -43,7 +44,8 @@ export class Pager {
   readonly #workers: Worker[] = [];
   readonly #reports: Promise<ReaderStats>[] = [];
   readonly #stopFd: number;
-  #stopped = false;
+  #stopping: Promise<PagerStats> | undefined;
+  #fdClosed = false;
 
   private constructor(stopFd: number) {
     this.#stopFd = stopFd;
@@ -51,12 +53,7 @@ export class Pager {
 
   /** Starts the readers and resolves once every one of them is waiting for faults. */
   static async start(options: PagerOptions): Promise<Pager> {
-    if (!Number.isInteger(options.readersPerUffd) || options.readersPerUffd < 1) {
-      throw new InvalidArgumentError(`readers per userfaultfd must be a positive integer, got ${options.readersPerUffd}`);
-    }
-    for (const u of options.uffds) {
-      if (!u.nonBlocking) throw new InvalidArgumentError(`userfaultfd ${u.fd} is blocking; fault readers wait in epoll and need nonBlocking: true`);
-    }
+    checkOptions(options);
     // One eventfd stops every reader: it stays readable once written (no EFD_SEMAPHORE).
     const pager = new Pager(native.eventfd(0, 0o2000000 /* EFD_CLOEXEC */));
     const readies: Promise<void>[] = [];
@@ -80,16 +77,16 @@ export class Pager {
         pager.#workers.push(worker);
         let ready!: () => void;
         readies.push(new Promise((r) => (ready = r)));
-        pager.#reports.push(
-          new Promise((resolve, reject) => {
-            worker.on('message', (m: { ready?: boolean; stats?: ReaderStats }) => {
-              if (m.ready) ready();
-              if (m.stats) resolve(m.stats);
-            });
-            worker.on('error', reject);
-            worker.on('exit', (code) => reject(new Error(`fault reader exited (${code}) before reporting`)));
-          }),
-        );
+        const report = new Promise<ReaderStats>((resolve, reject) => {
+          worker.on('message', (m: { ready?: boolean; stats?: ReaderStats }) => {
+            if (m.ready) ready();
+            if (m.stats) resolve(m.stats);
+          });
+          worker.on('error', reject);
+          worker.on('exit', (code) => reject(new Error(`fault reader exited (${code}) before reporting`)));
+        });
+        report.catch(() => undefined); // seen by stop() or start(); never an unhandled rejection
+        pager.#reports.push(report);
       }
     }
     try {
@@ -101,15 +98,24 @@ export class Pager {
     return pager;
   }
 
+  /** Ends the workers and closes the stop eventfd, once (its number may be reused after). */
   async #terminate(): Promise<void> {
     await Promise.all(this.#workers.map((w) => w.terminate()));
+    if (this.#fdClosed) return;
+    this.#fdClosed = true;
     native.close(this.#stopFd);
   }
 
-  /** Stops every reader and returns what they did. Call after the faulting threads are done. */
-  async stop(): Promise<PagerStats> {
-    if (this.#stopped) throw new ClosedError('pager', 'stop');
-    this.#stopped = true;
+  /**
+   * Stops every reader and returns what they did. Call after the faulting threads are done.
+   * Safe twice: a second call returns the same result (the stop eventfd is closed once).
+   */
+  stop(): Promise<PagerStats> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<PagerStats> {
     const one = new Uint8Array(8);
     one[0] = 1;
     native.write(this.#stopFd, one);
@@ -132,5 +138,44 @@ export class Pager {
     } finally {
       await this.#terminate();
     }
+  }
+}
+
+const PAGE = 4096;
+
+/** Every option of Pager.start, checked before a thread starts. */
+function checkOptions(options: PagerOptions): void {
+  const where = 'Pager.start';
+  const o = optionsArg<PagerOptions>(where, 'options', options);
+  if (!Array.isArray(o.uffds) || o.uffds.length === 0) {
+    throw new ArgumentError('options.uffds', `${where}: options.uffds must be a non-empty array of Userfaultfd, got ${describe(o.uffds)}`);
+  }
+  o.uffds.forEach((u: unknown, i) => {
+    if (!(u instanceof Userfaultfd)) throw new ArgumentError(`options.uffds[${i}]`, `${where}: options.uffds[${i}] must be a Userfaultfd, got ${describe(u)}`);
+    if (u.closed) throw new ClosedError(`userfaultfd ${u.fd}`, where);
+    if (!u.nonBlocking) throw new InvalidArgumentError(`userfaultfd ${u.fd} is blocking; fault readers wait in epoll and need nonBlocking: true`);
+  });
+  if (!Number.isInteger(o.readersPerUffd) || (o.readersPerUffd as number) < 1) {
+    throw new InvalidArgumentError(`readers per userfaultfd must be a positive integer, got ${String(o.readersPerUffd)}`);
+  }
+  const pageSize = integer(where, 'options.pageSize', o.pageSize, { min: PAGE, max: 2 ** 30 });
+  if ((pageSize & (pageSize - 1)) !== 0) {
+    throw new ArgumentError('options.pageSize', `${where}: options.pageSize must be a power of two (the backing's page size: 4096, 2 MiB, 1 GiB), got ${pageSize}`);
+  }
+  const r = optionsArg<Resolution>(where, 'options.resolution', o.resolution);
+  const kind = oneOf(where, 'options.resolution.kind', r.kind, ['copy', 'continue', 'zeropage'] as const);
+  if (kind === 'copy') {
+    const c = r as Partial<Extract<Resolution, { kind: 'copy' }>>;
+    integer(where, 'options.resolution.regionStart', c.regionStart, { min: 0, multipleOf: PAGE, unit: `the page size (${PAGE})` });
+    integer(where, 'options.resolution.source', c.source, { min: 0, multipleOf: PAGE, unit: `the page size (${PAGE})` });
+  }
+  if (o.delayUs !== undefined) nonNegative(where, 'options.delayUs', o.delayUs);
+  if (o.spinUs !== undefined) nonNegative(where, 'options.spinUs', o.spinUs);
+  if (o.readerCpus !== undefined) {
+    if (!Array.isArray(o.readerCpus)) throw new ArgumentError('options.readerCpus', `${where}: options.readerCpus must be an array of CPU lists, got ${describe(o.readerCpus)}`);
+    o.readerCpus.forEach((cpus: unknown, i) => {
+      if (!Array.isArray(cpus)) throw new ArgumentError(`options.readerCpus[${i}]`, `${where}: options.readerCpus[${i}] must be an array of CPU numbers, got ${describe(cpus)}`);
+      cpus.forEach((cpu: unknown, j) => integer(where, `options.readerCpus[${i}][${j}]`, cpu, { min: 0, max: 1023 }));
+    });
   }
 }

@@ -8,7 +8,8 @@ import { hva } from '../address.js';
 import { Histogram } from '../metrics/histogram.js';
 import { native } from '../native/binding.js';
 import { isSystemError } from '../native/errors.js';
-import { Userfaultfd } from '../uffd/userfaultfd.js';
+import { pagefaultKind } from '../uffd/events.js';
+import { Userfaultfd, type FillResult } from '../uffd/userfaultfd.js';
 import type { ReaderStats, Resolution } from './resolution.js';
 
 export interface ReaderConfig {
@@ -52,35 +53,59 @@ const r = c.resolution;
 const service = new Histogram();
 let faults = 0, missing = 0, minor = 0, wp = 0, exists = 0, retries = 0, emptyReads = 0;
 
-function fill(page: number): boolean {
-  switch (r.kind) {
-    case 'copy':
-      return uffd.copy(hva(page), hva(r.source + (page - r.regionStart)), c.pageSize).complete;
-    case 'continue':
-      return uffd.continue(hva(page), c.pageSize).complete;
-    case 'zeropage':
-      return uffd.zeropage(hva(page), c.pageSize).complete;
-  }
-}
+const fillOp: (at: number, length: number) => FillResult =
+  r.kind === 'copy' ? (at, length) => uffd.copy(hva(at), hva(r.source + (at - r.regionStart)), length)
+  : r.kind === 'continue' ? (at, length) => uffd.continue(hva(at), length)
+  : (at, length) => uffd.zeropage(hva(at), length);
 
-function resolve(address: number): void {
-  const page = address - (address % pageMask);
+/**
+ * Fills `page` from byte `from` on: -1 when the page is resolved (filled, or found already
+ * there: EEXIST, which another reader or an earlier fault caused, is done, as in the
+ * kernel's test, with a wake for a thread that may still sleep on it), else the bytes done
+ * when the kernel stopped with EAGAIN.
+ */
+function fill(page: number, from: number): number {
   try {
-    // Partial (EAGAIN): the mm changed under the ioctl; the rest of the page is still to do.
-    while (!fill(page)) retries++;
+    const done = from + fillOp(page + from, c.pageSize - from).bytes;
+    return done >= c.pageSize ? -1 : done;
   } catch (e) {
-    // Another reader, or an earlier fault on the same page, already resolved it; the
-    // kernel test treats this as done. The faulting thread may still be asleep: wake it.
     if (!isSystemError(e, 'EEXIST')) throw e;
     exists++;
     uffd.wake(hva(page), c.pageSize);
+    return -1;
   }
+}
+
+// Faults whose fill stopped at EAGAIN, as [page, bytes done] pairs. EAGAIN means the mm is
+// changing (a REMOVE, UNMAP, REMAP or FORK event is queued and not yet read): every fill
+// fails so until the event is read, and this thread is the one that reads it. Retrying in
+// place would spin for ever; the fault waits here until the messages are read
+// (Firecracker's handler does the same: EAGAIN defers, EEXIST is done).
+const deferred: number[] = [];
+
+function resolve(address: number): void {
+  const page = address - (address % pageMask);
+  const done = fill(page, 0);
+  if (done >= 0) deferred.push(page, done);
+}
+
+/** Retries the deferred faults after a read; returns whether any is left. */
+function retryDeferred(): boolean {
+  let kept = 0;
+  for (let i = 0; i < deferred.length; i += 2) {
+    retries++;
+    const done = fill(deferred[i]!, deferred[i + 1]!);
+    if (done >= 0) {
+      deferred[kept++] = deferred[i]!;
+      deferred[kept++] = done;
+    }
+  }
+  deferred.length = kept;
+  return kept > 0;
 }
 
 const spinMaxMs = c.spinUs / 1000;
 const spinMinMs = Math.min(spinMaxMs, 0.02);
-const FLAG_WP = 2;
-const FLAG_MINOR = 4;
 
 // In a function, not the module body: V8 optimizes a function's loop fully, a module
 // body's only by on-stack replacement.
@@ -90,7 +115,15 @@ function serve(): void {
   let lastFault = -Infinity;
   for (;;) {
     let messages = 0;
-    if (spinMaxMs > 0 && performance.now() - lastFault < spinMs) {
+    if (deferred.length > 0) {
+      // Faults wait on an event: read it (and whatever came) without sleeping; a stop is
+      // still seen. When nothing was there, give the thread whose event it was (sleeping
+      // until it is read, then finishing its madvise/munmap) a moment to leave.
+      const n = native.epollWait(epfd, ready, 0);
+      for (let i = 0; i < n; i++) if (ready[i * 2 + 1] === STOP) return;
+      messages = uffd.read();
+      if (messages === 0) Atomics.wait(sleeper, 0, 0, 0.05);
+    } else if (spinMaxMs > 0 && performance.now() - lastFault < spinMs) {
       // Polling: look without sleeping. The stop eventfd is seen by the epoll below once
       // the window closes (a stop only comes after the last fault).
       messages = uffd.read();
@@ -105,12 +138,12 @@ function serve(): void {
     }
     for (let i = 0; i < messages; i++) {
       const address = uffd.faultAddress(i);
-      if (address < 0) continue; // fork/remap/remove/unmap: not requested by the pager
+      if (address < 0) continue; // fork/remap/remove/unmap: reading it was what mattered
       const t0 = performance.now();
-      const flags = uffd.faultFlags(i);
+      const kind = pagefaultKind(uffd.faultFlags(i));
       faults++;
-      if (flags & FLAG_MINOR) minor++;
-      else if (flags & FLAG_WP) wp++;
+      if (kind === 'minor') minor++;
+      else if (kind === 'wp') wp++;
       else missing++;
       if (c.delayUs > 0) Atomics.wait(sleeper, 0, 0, c.delayUs / 1000);
       resolve(address);
@@ -122,6 +155,7 @@ function serve(): void {
       lastFault = now;
       service.record((now - t0) * 1e6);
     }
+    if (deferred.length > 0) retryDeferred();
   }
 }
 
