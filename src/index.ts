@@ -58,7 +58,13 @@ export {
 } from './transport/index.js';
 export { DirtyLog, enableManualDirtyLog } from './kvm/dirty-log.js';
 export * from './kvm/guest/migrate-program.js';
-export { MigrationGuest, type GuestShape, type VcpuState } from './apps/migrate/guest.js';
-export { runSource, type SourceOptions, type SourceReport, type SourceEvent, type SwitchoverPolicy } from './apps/migrate/source.js';
-export { runDestination, FrozenGuestError, type DestinationOptions, type DestinationReport, type DestinationEvent, type OracleResult } from './apps/migrate/destination.js';
+export * from './guest/guest.js';
+export { KvmGuest } from './guest/kvm/kvm-guest.js';
+export { ThreadsGuest } from './guest/threads/threads-guest.js';
+export { createGuest, defaultBackend, kvmAvailability } from './guest/open.js';
+export { checkGuest, type OracleResult } from './guest/oracle.js';
+export * from './tracking/index.js';
+export { runSource, type SourceOptions, type SourceReport, type SourceEvent, type SwitchoverPolicy } from './apps/migrate/source/source.js';
+export { runDestination, FrozenGuestError, type DestinationOptions, type DestinationReport, type DestinationEvent } from './apps/migrate/destination/destination.js';
+export { Session, type SessionState } from './apps/migrate/session.js';
 export { MigrationProtocolError, PROTOCOL_VERSION, type MigrationMode, type Hello } from './apps/migrate/protocol.js';

@@ -5,19 +5,39 @@
  * clearing, and the protocol's checks of what a peer sends.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { MigrationGuest } from '../src/apps/migrate/guest.js';
-import { MigrationProtocolError, PROTOCOL_MAGIC, PROTOCOL_VERSION, encodeZero, parseHello, parsePages, parseRequest, parseZero } from '../src/apps/migrate/protocol.js';
+import { KvmGuest } from '../src/guest/kvm/kvm-guest.js';
+import { kvmAvailability } from '../src/guest/open.js';
+import { KvmDirtyLogTracker } from '../src/tracking/kvm-dirty-log.js';
+import {
+  FrameType,
+  MigrationProtocolError,
+  PROTOCOL_MAGIC,
+  PROTOCOL_VERSION,
+  encodeZero,
+  parseAccept,
+  parseComplete,
+  parseHello,
+  parsePages,
+  parseRequest,
+  parseResumed,
+  parseRoundAck,
+  parseRoundEnd,
+  parseUrgent,
+  parseZero,
+} from '../src/apps/migrate/protocol.js';
+import { Session } from '../src/apps/migrate/session.js';
 import { UnitBitmap } from '../src/apps/migrate/stale-set.js';
 import { encodeSwitchover, parseSwitchover } from '../src/apps/migrate/switchover.js';
 import { GuestPort } from '../src/kvm/guest/program.js';
 import { MIGRATE_PROGRAM, checkCounters } from '../src/kvm/guest/migrate-program.js';
-import { Kvm } from '../src/kvm/system.js';
 import { Backing } from '../src/memory/backing.js';
+import { countBits } from '../src/kvm/dirty-log.js';
 import { assemble, missingBinutils } from './helpers/assemble.js';
 
-const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd to run the guest';
+const kvm = kvmAvailability();
+const NO_KVM = kvm.usable ? undefined : `no usable KVM: ${kvm.reason}`;
+if (NO_KVM) console.log(`# skipping the KVM guest: ${NO_KVM}`);
 const NO_BINUTILS = missingBinutils();
 
 describe('the migrate program', () => {
@@ -43,10 +63,10 @@ describe('the migrate program', () => {
 
 describe('a migrating guest on KVM', { skip: NO_KVM }, () => {
   test('runs, pauses between two accesses, resumes where it stopped; the guest and the oracle both catch a lost write', async () => {
-    const kvm = Kvm.open();
-    const guest = MigrationGuest.create(kvm, { source: 'shmem', size: 8 * 2 ** 20, vcpus: 2, guestAddress: 2 ** 32 }, { dirtyLog: true });
+    const guest = KvmGuest.create({ source: 'shmem', size: 8 * 2 ** 20, vcpus: 2, guestAddress: 2 ** 32 }, { tracking: 'kvm-dirty-log' });
     try {
-      const counters = guest.counters(guest.backing.alias!.bytes());
+      const alias = guest.backing.alias!.bytes();
+      const counters = new BigUint64Array(alias.buffer, alias.byteOffset, alias.byteLength / 8);
       const pages = guest.slice(0).pages;
       const oracle = () =>
         guest.states().reduce((n, s, i) => n + checkCounters(s, pages, (p) => counters[((i * pages + p) * 4096) / 8]!).bad, 0);
@@ -81,28 +101,24 @@ describe('a migrating guest on KVM', { skip: NO_KVM }, () => {
       assert.equal(guest.states()[0]!.firstMismatch, guest.slice(0).guestAddress + victim * 4096);
     } finally {
       guest.close();
-      kvm.close();
     }
   });
 
   test('dirty logging with manual clear: everything is dirty at first; after a clear, only what the guest wrote since', async () => {
-    const kvm = Kvm.open();
-    const guest = MigrationGuest.create(kvm, { source: 'anonymous', size: 4 * 2 ** 20, vcpus: 1, guestAddress: 2 ** 32 }, { dirtyLog: true });
+    const guest = KvmGuest.create({ source: 'anonymous', size: 4 * 2 ** 20, vcpus: 1, guestAddress: 2 ** 32 }, { tracking: 'kvm-dirty-log' });
     try {
-      const log = guest.log!;
-      assert.equal(log.fetch(), log.pages, 'initially set: every page is dirty');
-      log.clear();
-      assert.equal(log.fetch(), 0, 'cleared, with the guest not running: nothing dirty');
+      const tracker = guest.tracker!;
+      assert.ok(tracker instanceof KvmDirtyLogTracker);
+      assert.equal(countBits(tracker.collect()), tracker.pages, 'initially set: every page is dirty');
+      assert.equal(countBits(tracker.collect()), 0, 'collected, with the guest not running: nothing dirty');
       await guest.run();
       await new Promise((r) => setTimeout(r, 100));
       await guest.pause();
-      const dirty = log.fetch();
-      assert.ok(dirty > 0 && dirty <= log.pages, `the guest dirtied ${dirty} of ${log.pages} pages`);
-      log.clear();
-      assert.equal(log.fetch(), 0);
+      const dirty = countBits(tracker.collect());
+      assert.ok(dirty > 0 && dirty <= tracker.pages, `the guest dirtied ${dirty} of ${tracker.pages} pages`);
+      assert.equal(countBits(tracker.collect()), 0);
     } finally {
       guest.close();
-      kvm.close();
     }
   });
 });
@@ -126,16 +142,18 @@ describe('holes: pages never written are found without touching them', () => {
 });
 
 describe('what a peer sends is checked before it is used', () => {
-  const good = { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, pageSize: 4096, memory: { guestAddress: 2 ** 32, size: 2 ** 24 }, vcpus: 2, mode: 'minor', source: 'shmem', program: { name: 'migrate', codeBytes: 1 }, session: 'x' };
+  const good = { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, pageSize: 4096, memory: { guestAddress: 2 ** 32, size: 2 ** 24 }, vcpus: 2, mode: 'minor', source: 'shmem', guest: 'threads', program: { name: 'migrate', codeBytes: 1 }, stateBytes: 56, session: 'x' };
   const helloOf = (o: Record<string, unknown>) => Buffer.from(JSON.stringify({ ...good, ...o }));
   for (const [field, value, message] of [
     ['magic', 'http', /not a postcopy migration/],
-    ['version', 2, /protocol version 2, this side speaks 1/],
+    ['version', 1, /protocol version 1, this side speaks 2/],
     ['pageSize', 3000, /page size 3000/],
     ['memory', { guestAddress: 1, size: 4096 }, /page-aligned/],
     ['vcpus', 0, /vcpus 0/],
     ['mode', 'sideways', /mode "sideways"/],
     ['session', '', /session/],
+    ['guest', 'qemu', /guest "qemu" is not one of kvm, threads/],
+    ['stateBytes', 0, /stateBytes 0/],
   ] as const) {
     test(`HELLO with ${field} ${JSON.stringify(value)} is refused`, () => {
       assert.throws(() => parseHello(helloOf({ [field]: value })), (e: unknown) => e instanceof MigrationProtocolError && message.test(e.message));
@@ -163,14 +181,18 @@ describe('what a peer sends is checked before it is used', () => {
     const stale = new UnitBitmap(100);
     stale.set(3);
     stale.set(99);
-    const vcpus = [{ regs: new Uint8Array(144).fill(1), sregs: new Uint8Array(312).fill(2) }];
-    const payload = Buffer.concat(encodeSwitchover({ pausedAtNs: 5n, tsc: 7n, tscKhz: 1000, wallMs: 1, vcpus, stale: stale.bytes, stalePages: 2 }));
-    const s = parseSwitchover(payload, { vcpus: 1, pages: 100 });
-    assert.deepEqual([s.pausedAtNs, s.tsc, s.stalePages, s.vcpus[0]!.regs[0], s.vcpus[0]!.sregs[311]], [5n, 7n, 2, 1, 2]);
+    const state = new Uint8Array(456);
+    state[0] = 1;
+    state[455] = 2;
+    const payload = Buffer.concat(encodeSwitchover({ pausedAtNs: 5n, clock: 7n, ticksPerMs: 1000, wallMs: 1, states: [state], stale: stale.bytes, stalePages: 2 }));
+    const expect = { workers: 1, stateBytes: 456, pages: 100 };
+    const s = parseSwitchover(payload, expect);
+    assert.deepEqual([s.pausedAtNs, s.clock, s.stalePages, s.states[0]![0], s.states[0]![455]], [5n, 7n, 2, 1, 2]);
     assert.deepEqual([...new UnitBitmap(100, s.stale).runs(8)], [[3, 1], [99, 1]]);
-    assert.throws(() => parseSwitchover(payload, { vcpus: 2, pages: 100 }), /state for 1 vCPUs, the handshake agreed on 2/);
-    assert.throws(() => parseSwitchover(payload, { vcpus: 1, pages: 200 }), /stale bitmap/);
-    assert.throws(() => parseSwitchover(payload.subarray(0, payload.length - 1), { vcpus: 1, pages: 100 }), /bytes, expected/);
+    assert.throws(() => parseSwitchover(payload, { ...expect, workers: 2 }), /state for 1 workers, the handshake agreed on 2/);
+    assert.throws(() => parseSwitchover(payload, { ...expect, pages: 200 }), /stale bitmap/);
+    assert.throws(() => parseSwitchover(payload, { ...expect, stateBytes: 56 }), /bytes, expected/);
+    assert.throws(() => parseSwitchover(payload.subarray(0, payload.length - 1), expect), /bytes, expected/);
   });
 
   test('dirty 4 KiB pages become dirty 2 MiB units; runs stop at gaps and at the length limit', () => {
@@ -193,5 +215,70 @@ describe('what a peer sends is checked before it is used', () => {
     const all = new UnitBitmap(10);
     for (let u = 0; u < 10; u++) all.set(u);
     assert.deepEqual([...all.runs(4)], [[0, 4], [4, 4], [8, 2]]);
+  });
+});
+
+describe('control payloads are parsed field by field', () => {
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+  // Each row: a parser, a payload a peer might send, and what the refusal must say.
+  const cases: [string, () => unknown, RegExp][] = [
+    ['ROUND_END that is not JSON', () => parseRoundEnd(Buffer.from('{"round":')), /ROUND_END frame: payload is not JSON/],
+    ['ROUND_END without pages', () => parseRoundEnd(json({ round: 1 })), /ROUND_END frame: pages undefined is not a page count/],
+    ['ROUND_END with round 0', () => parseRoundEnd(json({ round: 0, pages: 1 })), /round 0 is not a round number/],
+    ['a ROUND_END acknowledgement of round "2"', () => parseRoundAck(json({ round: '2' })), /round "2" is not a round number/],
+    ['RESUMED with a number for its time', () => parseResumed(json({ resumedAtNs: 12 })), /RESUMED frame: resumedAtNs 12 is not a decimal string/],
+    ['RESUMED that is an array', () => parseResumed(json([1])), /not a JSON object/],
+    ['URGENT without a session', () => parseUrgent(json({})), /URGENT frame: session undefined/],
+    ['COMPLETE for another page count', () => parseComplete(json({ pages: 3 }), 4), /COMPLETE frame: pages 3/],
+    ['ACCEPT of another version', () => parseAccept(json({ version: 1 })), /ACCEPT frame: version 1/],
+  ];
+  for (const [what, parse, message] of cases) {
+    test(`${what} is a protocol error`, () => assert.throws(parse, (e: unknown) => e instanceof MigrationProtocolError && message.test(e.message)));
+  }
+  test('well-formed payloads are taken', () => {
+    assert.deepEqual(parseRoundEnd(json({ round: 2, pages: 7 })), { round: 2, pages: 7 });
+    assert.deepEqual(parseResumed(json({ resumedAtNs: '123456789012' })), { resumedAtNs: 123456789012n });
+    assert.deepEqual(parseUrgent(json({ session: 'abc' })), { session: 'abc' });
+  });
+});
+
+describe('the session states admit only the frames of their state', () => {
+  const frame = (type: number) => ({ type, flags: 0, payload: Buffer.alloc(0) });
+  test('destination: PAGES in precopy, not in handshake; REQUEST never; SWITCHOVER once', () => {
+    const s = new Session('destination');
+    assert.throws(() => s.admit('main', frame(FrameType.PAGES)), /a PAGES frame from the source on the main connection while in handshake/);
+    s.enter('precopy');
+    s.admit('main', frame(FrameType.PAGES));
+    s.admit('main', frame(FrameType.SWITCHOVER));
+    assert.throws(() => s.admit('urgent', frame(FrameType.PAGES)), /on the urgent connection while in precopy/, 'a requested page before the switchover');
+    assert.throws(() => s.admit('main', frame(FrameType.REQUEST)), /REQUEST/);
+    s.enter('switching');
+    assert.throws(() => s.admit('main', frame(FrameType.SWITCHOVER)), /a SWITCHOVER frame .* while in switching/, 'a second SWITCHOVER');
+    assert.throws(() => s.admit('main', frame(FrameType.ZERO)), /ZERO/, 'no zero runs after the switchover');
+    s.enter('postcopy');
+    s.admit('urgent', frame(FrameType.PAGES));
+    s.enter('complete');
+    s.admit('main', frame(FrameType.PAGES)); // crossed COMPLETE: dropped, not an error
+  });
+  test('source: REQUEST only in post-copy; RESUMED not during precopy', () => {
+    const s = new Session('source');
+    s.admit('main', frame(FrameType.ACCEPT));
+    s.enter('precopy');
+    assert.throws(() => s.admit('main', frame(FrameType.RESUMED)), /RESUMED frame from the destination on the main connection while in precopy/);
+    assert.throws(() => s.admit('urgent', frame(FrameType.REQUEST)), /REQUEST/);
+    s.enter('switching');
+    s.enter('postcopy');
+    s.admit('urgent', frame(FrameType.REQUEST));
+    s.admit('main', frame(FrameType.COMPLETE));
+  });
+  test('transitions follow the migration; a failure is kept and later ones do not replace it', () => {
+    const s = new Session('source');
+    assert.throws(() => s.enter('postcopy'), /handshake → postcopy is not a transition/);
+    const first = new Error('first');
+    assert.equal(s.fail(first), first);
+    assert.equal(s.fail(new Error('second')), first);
+    assert.equal(s.state, 'failed');
+    assert.throws(() => s.admit('main', frame(FrameType.ERROR)), /while failed/);
+    assert.deepEqual(s.history.map((e) => e.to), ['failed']);
   });
 });

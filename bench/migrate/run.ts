@@ -12,8 +12,8 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { DestinationReport } from '../../src/apps/migrate/destination.js';
-import type { SourceReport } from '../../src/apps/migrate/source.js';
+import type { DestinationReport } from '../../src/apps/migrate/destination/destination.js';
+import type { SourceReport } from '../../src/apps/migrate/source/source.js';
 import { formatSize, parseSize } from '../../src/util/format.js';
 import { describeMachine, machineFacts } from '../lib/machine.js';
 import { measureLink } from './link.js';

@@ -5,6 +5,9 @@ import { DEFAULTS, defaultMode, type ReceiveOptions, type SendOptions } from '..
 import type { MigrationMode } from '../apps/migrate/protocol.js';
 import { type Command, ExitCode, type Io, parseOptions } from './command.js';
 import { optionParsers } from './values.js';
+import { GUEST_BACKENDS, type GuestBackendName } from '../guest/guest.js';
+import { isGuestBackend } from '../guest/open.js';
+import { TRACKER_NAMES, type TrackerName } from '../tracking/tracker.js';
 
 const NAME = 'postcopy migrate';
 const { usage, integer, size, duration, backing: source, faultMode } = optionParsers(NAME);
@@ -24,8 +27,22 @@ function endpoint(flag: string, text: string | undefined): { host: string; port:
   return hp;
 }
 
+function guestBackend(text: string | undefined): GuestBackendName | undefined {
+  if (text === undefined) return undefined;
+  if (!isGuestBackend(text)) throw usage(`--guest takes ${GUEST_BACKENDS.join(' or ')}, got '${text}'`);
+  return text;
+}
+
+function tracker(text: string | undefined): TrackerName | undefined {
+  if (text === undefined) return undefined;
+  if (!(TRACKER_NAMES as readonly string[]).includes(text)) throw usage(`--dirty-tracking takes ${TRACKER_NAMES.join(' or ')}, got '${text}'`);
+  return text as TrackerName;
+}
+
 const OPTIONS = {
   connect: { type: 'string' },
+  guest: { type: 'string' },
+  'dirty-tracking': { type: 'string' },
   listen: { type: 'string' },
   demo: { type: 'boolean' },
   s: { type: 'string' },
@@ -52,10 +69,15 @@ function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
   const m = mode(v.u) ?? defaultMode(BACKING_INFO[source].shared);
   if (m === 'minor' && !BACKING_INFO[source].shared) throw usage(`-u MINOR needs shared memory (-s shmem or shared_hugetlb), not ${source}`);
   if (source === 'guest_memfd') throw usage('-s guest_memfd: this kernel cannot register guest_memfd with userfaultfd (see `postcopy probe`); use shmem');
+  const guest = guestBackend(v.guest);
+  const tracking = tracker(v['dirty-tracking']);
+  if (guest === 'threads' && tracking === 'kvm-dirty-log') throw usage('--dirty-tracking kvm-dirty-log needs --guest kvm: the threads guest is tracked with uffd-wp');
   const postcopyAfter = v['postcopy-after'] === undefined ? undefined : duration('--postcopy-after', v['postcopy-after'], 0);
   return {
     source,
     mode: m,
+    guest,
+    tracking,
     bytesPerVcpu: size('-b', v.b, DEFAULTS.bytesPerVcpu),
     vcpus: integer('-v', v.v, DEFAULTS.vcpus),
     policy: {
@@ -95,7 +117,7 @@ export function parseMigrateArgs(args: string[]):
   }
   if (role === 'receive') {
     if (v.demo) throw usage('--demo runs both roles; drop `receive`');
-    only(['connect', 'b', 'v', 'postcopy-now', 'postcopy-after', 'max-rounds', 'max-stale', 'warmup', 'bandwidth'], '`migrate send` (the source proposes the guest)');
+    only(['connect', 'b', 'v', 'postcopy-now', 'postcopy-after', 'max-rounds', 'max-stale', 'warmup', 'bandwidth', 'dirty-tracking'], '`migrate send` (the source proposes the guest)');
     const source = backing(v.s);
     return {
       role,
@@ -104,6 +126,7 @@ export function parseMigrateArgs(args: string[]):
         ...endpoint('--listen', v.listen),
         source,
         mode: mode(v.u),
+        guest: guestBackend(v.guest),
         maxMemory: size('--max-memory', v['max-memory'], DEFAULTS.maxMemory),
         ...receiveTuning(v),
         timeoutMs: duration('--timeout', v.timeout, DEFAULTS.timeoutMs),
@@ -117,27 +140,35 @@ export function parseMigrateArgs(args: string[]):
 
 export const migrateCommand: Command = {
   name: 'migrate',
-  summary: 'live-migrate a running KVM guest over TCP: precopy, then post-copy (MINOR or MISSING faults)',
+  summary: 'live-migrate a running guest (KVM vCPUs, or threads where there is no KVM) over TCP: precopy, then post-copy',
   usage: `${NAME} --demo | send --connect HOST:PORT | receive --listen HOST:PORT [options]`,
   description: [
     'Moves a running guest from one process (send) to another (receive). The guest loops over',
     'its memory, incrementing a counter in every page and timing its own progress. The source',
-    'streams memory while the guest runs (precopy; KVM dirty logging finds re-dirtied pages),',
-    'pauses it and sends the vCPUs\' state and the stale-page set (blackout); the destination',
+    'streams memory while the guest runs (precopy; a dirty tracker finds re-dirtied pages: KVM\'s',
+    'dirty log, or userfaultfd write-protect), pauses it and sends its state and the stale-page',
+    'set (blackout); the destination',
     'resumes at once and fetches stale pages on demand, ahead of a background stream (post-copy).',
     'MINOR (shared memory): pages are written through an alias mapping and mapped with',
     'UFFDIO_CONTINUE. MISSING (private memory, as QEMU): stale pages are dropped and filled with',
     'UFFDIO_COPY. Afterwards the destination pauses the guest and checks every page\'s counter:',
     'one lost write fails the migration (exit 1).',
     '',
+    'The guest is run by KVM vCPUs (--guest kvm, the default where /dev/kvm is usable) or by',
+    'threads in the process doing the same work over the same memory (--guest threads, the',
+    'default elsewhere; needs no KVM). Both sides must run the same backend.',
+    '',
     '--demo runs both roles on this machine over loopback (the destination in a child process).',
     `Defaults: ${DEFAULTS.vcpus} vCPUs × ${DEFAULTS.bytesPerVcpu / 2 ** 20} MiB of ${DEFAULTS.source}, MINOR faults.`,
-    'Needs root (or /dev/kvm and /dev/userfaultfd access); hugetlb sources need reserved hugepages.',
+    'Needs userfaultfd (root, or /dev/userfaultfd access) and, for --guest kvm, /dev/kvm; hugetlb',
+    'sources need reserved hugepages.',
   ].join('\n'),
   optionHelp: [
     ['--demo', 'run source and destination locally and print both sides\' figures'],
     ['send --connect HOST:PORT', 'run the guest here and migrate it to a listening destination'],
     ['receive --listen HOST:PORT', 'wait for a source (port 0: any free port; the port is printed)'],
+    ['--guest kvm|threads', 'what runs the guest (default kvm where /dev/kvm is usable, else threads; receive: refuse the other)'],
+    ['--dirty-tracking kvm-dirty-log|uffd-wp', 'send: how re-dirtied pages are found (default kvm-dirty-log for kvm, uffd-wp for threads)'],
     ['-s <source>', `backing source: ${BACKING_SOURCES.filter((s) => s !== 'guest_memfd').join(', ')} (default ${DEFAULTS.source}; receive: refuse others)`],
     ['-u MINOR|MISSING', 'fault mode (default MINOR for shared memory, MISSING for private; receive: refuse the other)'],
     ['-b <bytes>', `guest memory per vCPU, as bench's -b (default ${DEFAULTS.bytesPerVcpu / 2 ** 20}M)`],
@@ -158,7 +189,7 @@ export const migrateCommand: Command = {
   async run(args: string[], io: Io): Promise<number> {
     const parsed = parseMigrateArgs(args);
     const m = await import('../apps/migrate/main.js');
-    const { FrozenGuestError } = await import('../apps/migrate/destination.js');
+    const { FrozenGuestError } = await import('../apps/migrate/destination/destination.js');
     const { clean } = await import('../apps/migrate/report.js');
     if (parsed.role === 'send') {
       await m.sendMain(parsed.send, io, parsed.json);

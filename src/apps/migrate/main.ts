@@ -5,16 +5,19 @@
 import { spawn } from 'node:child_process';
 import { Progress } from '../../cli/progress.js';
 import type { Io } from '../../cli/command.js';
-import { PostcopyError } from '../../errors.js';
-import { Kvm } from '../../kvm/system.js';
+import { PostcopyError, UnsupportedError } from '../../errors.js';
+import type { GuestBackendName } from '../../guest/guest.js';
+import { defaultBackend, kvmAvailability } from '../../guest/open.js';
+import { BACKING_INFO } from '../../memory/backing.js';
+import { hugepagePool, reserveRemedy } from '../../memory/hugepages.js';
 import { Listener } from '../../transport/listener.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { formatHostPort } from '../../transport/host-port.js';
 import { formatSize } from '../../util/format.js';
-import { type DestinationReport, runDestination } from './destination.js';
+import { type DestinationReport, runDestination } from './destination/destination.js';
 import { GUEST_ADDRESS, type ReceiveOptions, type SendOptions } from './options.js';
 import { clean, destinationLines, sourceLines, toJson } from './report.js';
-import { type SourceEvent, type SourceReport, runSource } from './source.js';
+import { type SourceEvent, type SourceReport, runSource } from './source/source.js';
 
 function sourceProgress(progress: Progress | undefined, io: Io) {
   return (e: SourceEvent) => {
@@ -28,14 +31,23 @@ function sourceProgress(progress: Progress | undefined, io: Io) {
   };
 }
 
+/** The guest backend asked for, or this machine's default; said on the terminal (not with --json: the report has it). */
+export function chooseBackend(asked: GuestBackendName | undefined, io: Io, json: boolean): GuestBackendName {
+  if (asked) return asked;
+  const d = defaultBackend();
+  if (!json) io.err(`guest: ${d.backend} (${d.why}; --guest to choose)\n`);
+  return d.backend;
+}
+
 export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<SourceReport> {
-  const kvm = Kvm.open();
   const progress = json ? undefined : Progress.forStream(process.stderr);
   try {
-    const report = await runSource(kvm, {
+    const report = await runSource({
       host: o.host,
       port: o.port,
       shape: { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS },
+      guest: chooseBackend(o.guest, io, json),
+      ...(o.tracking ? { tracking: o.tracking } : {}),
       mode: o.mode,
       policy: o.policy,
       warmupMs: o.warmupMs,
@@ -49,26 +61,20 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
     return report;
   } finally {
     progress?.clear();
-    kvm.close();
   }
 }
 
 export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Promise<DestinationReport> {
-  const kvm = Kvm.open();
   // Every source needs userfaultfd here: find out now (PermissionError says what to do),
   // not by refusing each source that connects.
-  try {
-    Userfaultfd.open({ nonBlocking: true }).close();
-  } catch (e) {
-    kvm.close();
-    throw e;
-  }
+  Userfaultfd.open({ nonBlocking: true }).close();
   const listener = await Listener.listen(o.host, o.port);
   const progress = json ? undefined : Progress.forStream(process.stderr);
   try {
-    const report = await runDestination(kvm, {
+    const report = await runDestination({
       listener,
       ...(o.mode ? { mode: o.mode } : {}),
+      ...(o.guest ? { guest: o.guest } : {}),
       ...(o.source ? { source: o.source } : {}),
       maxMemory: o.maxMemory,
       mapClean: o.mapClean,
@@ -92,19 +98,45 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
   } finally {
     progress?.clear();
     await listener.close();
-    kvm.close();
   }
 }
 
+/** Drops the CLI's own prefix from a child's message, so that it is not said twice when wrapped. */
+const unprefixed = (text: string) => text.replace(/^postcopy: /gm, '');
+
 /**
- * Both roles on this machine over loopback: the destination in a child process (two VMs,
- * two processes, real TCP), the source here. Prints both sides' figures.
+ * What the demo needs, checked before anything starts (a child process, a guest): the
+ * guest backend, userfaultfd, and for hugetlb sources the hugepages of both sides (they
+ * run on this one machine). Throws the error that names the remedy (exit 3).
+ */
+export function demoPreflight(send: Omit<SendOptions, 'host' | 'port'>): GuestBackendName {
+  if (send.guest === 'kvm') {
+    const k = kvmAvailability();
+    if (!k.usable) throw new UnsupportedError(`--guest kvm: ${k.reason}`, 'Leave out --guest to run the threads guest, which needs no KVM');
+  }
+  Userfaultfd.open({ nonBlocking: true }).close();
+  const info = BACKING_INFO[send.source];
+  if (info.hugetlb) {
+    const need = 2 * Math.ceil((send.bytesPerVcpu * send.vcpus) / info.pageSize);
+    const pool = hugepagePool(info.pageSize);
+    if (!pool.exists || pool.available < need) {
+      throw new UnsupportedError(`-s ${send.source}: the demo runs both sides here and needs ${need} free ${formatSize(info.pageSize)} hugepages, ${pool.exists ? `${pool.available} are` : 'none can be'} available`, reserveRemedy(info.pageSize, need));
+    }
+  }
+  return send.guest ?? defaultBackend().backend;
+}
+
+/**
+ * Both roles on this machine over loopback: the destination in a child process (two
+ * guests, two processes, real TCP), the source here. Prints both sides' figures.
  */
 export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>, io: Io, json: boolean): Promise<{ source: SourceReport; destination: DestinationReport }> {
+  const guest = demoPreflight(send);
+  send = { ...send, guest };
   const cli = new URL('../../cli/main.js', import.meta.url);
   const child = spawn(
     process.execPath,
-    [cli.pathname, 'migrate', 'receive', '--listen', '127.0.0.1:0', '--json', '-s', send.source, '-u', send.mode.toUpperCase(),
+    [cli.pathname, 'migrate', 'receive', '--listen', '127.0.0.1:0', '--json', '-s', send.source, '-u', send.mode.toUpperCase(), '--guest', guest,
       '--map-clean', receive.mapClean, '--run-after', `${receive.runAfterMs}ms`, '--timeout', `${send.timeoutMs}ms`],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -118,22 +150,25 @@ export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive
       const m = /listening on [^\n]*:(\d+)\n/.exec(stderr);
       if (m) resolve(Number(m[1]));
     });
-    void exited.then((code) => reject(new PostcopyError('ERR_DEMO', `the destination exited (${code}) before listening: ${stderr.trim()}`)));
+    void exited.then((code) => {
+      const why = `the destination exited (${code}) before listening: ${unprefixed(stderr.trim())}`;
+      reject(code === 3 ? new UnsupportedError(why) : new PostcopyError('ERR_DEMO', why));
+    });
   });
-  if (!json) io.err(`destination listening on 127.0.0.1:${port} (pid ${child.pid}); migrating ${formatSize(send.bytesPerVcpu * send.vcpus)}, ${send.vcpus} vCPU(s), ${send.source}, ${send.mode.toUpperCase()} faults\n`);
+  if (!json) io.err(`destination listening on 127.0.0.1:${port} (pid ${child.pid}); migrating ${formatSize(send.bytesPerVcpu * send.vcpus)}, ${send.vcpus} ${guest === 'kvm' ? 'vCPU(s)' : 'thread(s)'} (${guest} guest), ${send.source}, ${send.mode.toUpperCase()} faults\n`);
   let source: SourceReport;
   try {
     source = await sendMain({ ...send, host: '127.0.0.1', port }, json ? { out: () => undefined, err: () => undefined } : { out: (t) => io.out(`source\n${t.trimEnd().split('\n').map((l) => `  ${l}`).join('\n')}\n`), err: io.err }, json);
   } catch (e) {
     const code = await Promise.race([exited, new Promise<number>((r) => setTimeout(() => (child.kill('SIGKILL'), r(-1)), 5000))]);
-    throw new PostcopyError('ERR_DEMO', `${(e as Error).message}; the destination exited ${code}: ${stderr.trim().split('\n').slice(-2).join(' | ')}`);
+    throw new PostcopyError('ERR_DEMO', `${(e as Error).message}; the destination exited ${code}: ${unprefixed(stderr.trim()).split('\n').slice(-2).join(' | ')}`);
   }
   const code = await exited;
   let destination: DestinationReport;
   try {
     destination = JSON.parse(stdout) as DestinationReport;
   } catch {
-    throw new PostcopyError('ERR_DEMO', `the destination exited ${code} without a report: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    throw new PostcopyError('ERR_DEMO', `the destination exited ${code} without a report: ${unprefixed(stderr.trim()).split('\n').slice(-3).join(' | ')}`);
   }
   if (json) io.out(`${toJson({ source, destination })}\n`);
   else io.out(`destination\n${destinationLines(destination).map((l) => `  ${l}`).join('\n')}\n${clean(destination) ? 'PASS: not one write lost' : 'FAIL: writes were lost'}\n`);

@@ -1,13 +1,19 @@
 /** What `postcopy migrate` is asked to do, once the command line is checked (cli/migrate.ts). */
 import type { BackingSourceName } from '../../memory/backing.js';
+import type { GuestBackendName } from '../../guest/guest.js';
+import type { TrackerName } from '../../tracking/tracker.js';
 import type { MigrationMode } from './protocol.js';
-import type { SwitchoverPolicy } from './source.js';
+import type { SwitchoverPolicy } from './source/precopy.js';
 
 export interface SendOptions {
   readonly host: string;
   readonly port: number;
   readonly source: BackingSourceName;
   readonly mode: MigrationMode;
+  /** What runs the guest (undefined: kvm where /dev/kvm is usable, threads otherwise). */
+  readonly guest: GuestBackendName | undefined;
+  /** The dirty tracker (undefined: the backend's own). */
+  readonly tracking: TrackerName | undefined;
   /** Guest memory per vCPU, as bench's -b. */
   readonly bytesPerVcpu: number;
   readonly vcpus: number;
@@ -22,6 +28,8 @@ export interface ReceiveOptions {
   readonly port: number;
   readonly source: BackingSourceName | undefined;
   readonly mode: MigrationMode | undefined;
+  /** Refuse a source whose guest runs on another backend (undefined: take any this host can run). */
+  readonly guest: GuestBackendName | undefined;
   readonly maxMemory: number;
   readonly mapClean: 'before' | 'after';
   readonly runAfterMs: number;

@@ -13,8 +13,10 @@
  * Control payloads are JSON, checked field by field; page payloads are binary.
  */
 import { PostcopyError } from '../../errors.js';
+import { type GuestBackendName, GUEST_BACKENDS } from '../../guest/guest.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: HELLO names the guest backend; SWITCHOVER carries backend-defined state blobs. */
+export const PROTOCOL_VERSION = 2;
 /** HELLO.magic: a peer that is not a postcopy migration is refused by name. */
 export const PROTOCOL_MAGIC = 'postcopy-migrate';
 
@@ -59,8 +61,12 @@ export interface Hello {
   readonly vcpus: number;
   readonly mode: MigrationMode;
   readonly source: string;
+  /** What runs the guest: vCPUs in KVM, or threads in the process. Both sides must run the same. */
+  readonly guest: GuestBackendName;
   /** The guest program's name and the length of its code: both sides must run the same one. */
   readonly program: { readonly name: string; readonly codeBytes: number };
+  /** Bytes of one worker's saved state in SWITCHOVER. */
+  readonly stateBytes: number;
   /** Joins the urgent connection to this session. */
   readonly session: string;
 }
@@ -115,6 +121,8 @@ export function parseHello(payload: Uint8Array): Hello {
   const p = h.program as Record<string, unknown> | undefined;
   if (typeof p !== 'object' || p === null || typeof p.name !== 'string' || !isInt(p.codeBytes)) throw new MigrationProtocolError('HELLO: program is missing');
   if (typeof h.session !== 'string' || h.session.length === 0 || h.session.length > 64) throw new MigrationProtocolError('HELLO: session is missing');
+  if (!(GUEST_BACKENDS as readonly unknown[]).includes(h.guest)) throw new MigrationProtocolError(`HELLO: guest ${JSON.stringify(h.guest)} is not one of ${GUEST_BACKENDS.join(', ')}`);
+  if (!isInt(h.stateBytes, 1, 1 << 20)) throw new MigrationProtocolError(`HELLO: stateBytes ${JSON.stringify(h.stateBytes)} is not in 1..${1 << 20}`);
   return {
     magic: h.magic,
     version: h.version,
@@ -123,9 +131,63 @@ export function parseHello(payload: Uint8Array): Hello {
     vcpus: h.vcpus,
     mode: h.mode,
     source: h.source,
+    guest: h.guest as GuestBackendName,
     program: { name: p.name, codeBytes: p.codeBytes },
+    stateBytes: h.stateBytes,
     session: h.session,
   };
+}
+
+/*
+ * The control payloads after HELLO, each checked field by field: a peer's bytes are never
+ * cast to a type. A frame that does not hold what its type says is a MigrationProtocolError
+ * naming the frame and the field.
+ */
+
+const field = (type: number, name: string, value: unknown, what: string) =>
+  new MigrationProtocolError(`${frameName(type)} frame: ${name} ${JSON.stringify(value)?.slice(0, 80) ?? 'undefined'} is not ${what}`);
+
+/** ACCEPT (destination → source): the version it speaks. */
+export function parseAccept(payload: Uint8Array): { version: number } {
+  const v = decodeJson(FrameType.ACCEPT, payload);
+  if (v.version !== PROTOCOL_VERSION) throw field(FrameType.ACCEPT, 'version', v.version, `${PROTOCOL_VERSION}`);
+  return { version: v.version };
+}
+
+/** ROUND_END from the source: the round that ended and how many pages it sent. */
+export function parseRoundEnd(payload: Uint8Array): { round: number; pages: number } {
+  const v = decodeJson(FrameType.ROUND_END, payload);
+  if (!isInt(v.round, 1)) throw field(FrameType.ROUND_END, 'round', v.round, 'a round number ≥ 1');
+  if (!isInt(v.pages)) throw field(FrameType.ROUND_END, 'pages', v.pages, 'a page count');
+  return { round: v.round, pages: v.pages };
+}
+
+/** ROUND_END from the destination: the round it has taken in. */
+export function parseRoundAck(payload: Uint8Array): { round: number } {
+  const v = decodeJson(FrameType.ROUND_END, payload);
+  if (!isInt(v.round, 1)) throw field(FrameType.ROUND_END, 'round', v.round, 'a round number ≥ 1');
+  return { round: v.round };
+}
+
+/** RESUMED: when the destination's guest ran again (its CLOCK_MONOTONIC, ns, as a decimal string). */
+export function parseResumed(payload: Uint8Array): { resumedAtNs: bigint } {
+  const v = decodeJson(FrameType.RESUMED, payload);
+  if (typeof v.resumedAtNs !== 'string' || !/^\d{1,20}$/.test(v.resumedAtNs)) throw field(FrameType.RESUMED, 'resumedAtNs', v.resumedAtNs, 'a decimal string');
+  return { resumedAtNs: BigInt(v.resumedAtNs) };
+}
+
+/** COMPLETE: the destination has every page. */
+export function parseComplete(payload: Uint8Array, pages: number): { pages: number } {
+  const v = decodeJson(FrameType.COMPLETE, payload);
+  if (v.pages !== pages) throw field(FrameType.COMPLETE, 'pages', v.pages, `the guest's ${pages} pages`);
+  return { pages };
+}
+
+/** URGENT: the session this connection joins. */
+export function parseUrgent(payload: Uint8Array): { session: string } {
+  const v = decodeJson(FrameType.URGENT, payload);
+  if (typeof v.session !== 'string' || v.session.length === 0 || v.session.length > 64) throw field(FrameType.URGENT, 'session', v.session, 'a session id');
+  return { session: v.session };
 }
 
 /** PAGES payload: u64 first guest address, then the pages. */

@@ -1,7 +1,7 @@
 /** The figures of a migration as text lines and as JSON (bigints as decimal strings). */
 import { formatSize } from '../../util/format.js';
-import type { DestinationReport } from './destination.js';
-import type { SourceReport } from './source.js';
+import type { DestinationReport } from './destination/destination.js';
+import type { SourceReport } from './source/source.js';
 
 const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
 const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
@@ -17,7 +17,7 @@ export function sourceLines(s: SourceReport): string[] {
     `blackout:   ${s.stalePages} stale page(s); downtime ${f2(s.downtimeMs)} ms (source pause → destination resume): vCPUs stopped in ${f2(s.blackout.pauseMs)} ms, state and stale set sent ${f2(s.blackout.stateMs)} ms later`,
     `post-copy:  ${s.onDemandPages} page(s) on demand, ${s.backgroundPages} in the background${s.lateRequests ? `, ${s.lateRequests} request(s) for pages already sent` : ''}`,
     `total:      ${f1(s.totalMs)} ms`,
-    `guest:      longest gap in its own progress before the pause ${f2(Math.max(...s.states.map((st) => Number(st.maxGapTicks))) / s.tscKhz)} ms (dirty logging and a busy host)`,
+    `guest:      ${s.guest} guest, ${s.tracker} tracking; longest gap in its own progress before the pause ${f2(Math.max(...s.states.map((st) => Number(st.maxGapTicks))) / s.tscKhz)} ms (dirty tracking and a busy host)`,
   ];
 }
 
@@ -25,7 +25,7 @@ export function destinationLines(d: DestinationReport): string[] {
   const l = d.latencyMs;
   const stall = Number.isFinite(d.guestStallMs) ? `${f2(d.guestStallMs)} ms` : 'not measured (guest clocks could not be lined up)';
   return [
-    `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} vCPU(s), ${d.source}, ${d.mode.toUpperCase()} faults; memory prepared in ${f1(d.prepareMs)} ms before accepting`,
+    `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} ${d.guest === 'kvm' ? 'vCPU(s)' : 'thread(s)'} (${d.guest} guest), ${d.source}, ${d.mode.toUpperCase()} faults; memory prepared in ${f1(d.prepareMs)} ms before accepting`,
     `resume:     downtime ${f2(d.downtimeMs)} ms, of which ${f2(d.resumeMs)} ms here after SWITCHOVER${d.mode === 'minor' ? `; clean pages mapped in ${f1(d.mapCleanMs)} ms` : ''}`,
     `post-copy:  ${d.stalePages} stale page(s) in ${f1(d.postcopyMs)} ms: ${d.onDemandPages} requested, ${d.backgroundPages} from the background stream${d.duplicatePages ? `, ${d.duplicatePages} duplicate(s) dropped` : ''}`,
     `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network)` +

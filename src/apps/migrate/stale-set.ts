@@ -60,6 +60,14 @@ export class UnitBitmap {
     this.bytes[u >> 3]! &= ~(1 << (u & 7));
   }
 
+  /** Sets every unit set in `other` (same size). */
+  or(other: UnitBitmap): void {
+    if (other.units !== this.units) throw new RangeError(`or: a bitmap of ${other.units} units into one of ${this.units}`);
+    const a = this.bytes;
+    const b = other.bytes;
+    for (let i = nextNonZeroByte(b, 0); i >= 0; i = nextNonZeroByte(b, i + 1)) a[i]! |= b[i]!;
+  }
+
   count(): number {
     let n = 0;
     for (let i = nextNonZeroByte(this.bytes, 0); i >= 0; i = nextNonZeroByte(this.bytes, i + 1)) {

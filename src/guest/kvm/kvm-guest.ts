@@ -1,83 +1,72 @@
 /**
- * The migrating guest, on either side: its memory (a Backing), a VM running the migrate
- * program on `vcpus` vCPUs, each over its own slice, and the three things a migration
- * does to it: run, pause (the pause word, then every vCPU's exit), and save or load the
- * vCPUs' state. The source also logs dirty pages of the memory slot.
+ * The `kvm` guest backend: memory in a Backing, a KVM VM running the migrate program on
+ * `vcpus` vCPUs (src/kvm/guest/migrate-program.ts), each over its own slice, and the
+ * things a migration does to it: run, pause (the pause word, then every vCPU's exit),
+ * save or load the vCPUs' state (kvm_regs + kvm_sregs, opaque bytes that cross the wire).
+ * A source also tracks dirty pages: KVM's dirty log of the memory slot, or userfaultfd
+ * write-protect of the host mapping.
  */
 import { gpa } from '../../address.js';
 import { InvalidArgumentError, PostcopyError } from '../../errors.js';
 import { DirtyLog, enableManualDirtyLog } from '../../kvm/dirty-log.js';
-import { MIGRATE_PROGRAM, type MigrateState, migrateArgRegs, migrateState } from '../../kvm/guest/migrate-program.js';
+import { MIGRATE_PROGRAM, migrateArgRegs, migrateState } from '../../kvm/guest/migrate-program.js';
 import { GuestVm } from '../../kvm/guest-vm.js';
 import { KvmMemFlag, Msr, StructSize } from '../../kvm/constants.js';
-import type { Kvm } from '../../kvm/system.js';
+import { Kvm } from '../../kvm/system.js';
 import { StartGate, VcpuThread } from '../../kvm/vcpu-thread.js';
 import { packRegs, packSregs, unpackRegs, unpackSregs } from '../../kvm/x86/regs.js';
-import { Backing, type BackingSourceName } from '../../memory/backing.js';
-import { Madvise } from '../../memory/constants.js';
-import { isSystemError } from '../../native/errors.js';
-import { formatSize } from '../../util/format.js';
+import { Backing } from '../../memory/backing.js';
+import type { DirtyTracker, TrackerName } from '../../tracking/tracker.js';
+import { KvmDirtyLogTracker } from '../../tracking/kvm-dirty-log.js';
+import { UffdWpTracker } from '../../tracking/uffd-wp.js';
+import { type GuestClock, type GuestCreateOptions, type GuestShape, GUEST_PAGE, type MigratableGuest, type WorkerState } from '../guest.js';
+import { checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
 
-import { setPriority } from 'node:os';
-
-export const GUEST_PAGE = 4096;
-/** The nice value of vCPU threads (see arm()). */
-export const VCPU_NICE = 5;
 const MEMORY_SLOT = 1;
-
-export interface GuestShape {
-  readonly source: BackingSourceName;
-  readonly size: number;
-  readonly vcpus: number;
-  /** Guest-physical start of the memory (above the system slot). */
-  readonly guestAddress: number;
-}
-
-/** A vCPU's state as KVM_GET_REGS / KVM_GET_SREGS give it: opaque bytes that cross the wire. */
-export interface VcpuState {
-  readonly regs: Uint8Array;
-  readonly sregs: Uint8Array;
-}
+/** One vCPU's saved state: kvm_regs then kvm_sregs, as KVM gives them. */
 export const VCPU_STATE_BYTES = StructSize.kvm_regs + StructSize.kvm_sregs;
 
-/** Checks a shape once: every vCPU gets a whole number of backing pages. */
-export function checkShape(shape: GuestShape, unit: number): void {
-  const { size, vcpus } = shape;
-  if (!Number.isSafeInteger(size) || size <= 0 || size % (unit * vcpus) !== 0) {
-    throw new InvalidArgumentError(`guest memory ${size} bytes does not split into ${vcpus} slices of whole ${formatSize(unit)} pages`, `Use a size that is a multiple of ${formatSize(unit * vcpus)}`);
-  }
-}
-
-export class MigrationGuest {
+export class KvmGuest implements MigratableGuest {
+  readonly backend = 'kvm' as const;
   readonly shape: GuestShape;
   readonly backing: Backing;
   readonly vm: GuestVm;
-  /** Dirty logging of the memory slot (source only). */
-  readonly log: DirtyLog | undefined;
+  readonly stateBytes = VCPU_STATE_BYTES;
+  readonly trackers: readonly TrackerName[] = ['kvm-dirty-log', 'uffd-wp'];
+  readonly tracker: DirtyTracker | undefined;
+  readonly #kvm: Kvm | undefined;
   #threads: VcpuThread[] = [];
   #tids: number[] = [];
   #gate: StartGate | undefined;
-  #nice = VCPU_NICE;
   readonly #pauseWord: BigUint64Array;
   #closed = false;
 
-  private constructor(shape: GuestShape, backing: Backing, vm: GuestVm, log: DirtyLog | undefined) {
+  private constructor(shape: GuestShape, backing: Backing, vm: GuestVm, tracker: DirtyTracker | undefined, kvm: Kvm | undefined) {
     this.shape = shape;
     this.backing = backing;
     this.vm = vm;
-    this.log = log;
+    this.tracker = tracker;
+    this.#kvm = kvm;
     const { memory, layout } = vm.system;
     this.#pauseWord = new BigUint64Array(memory.bytes().buffer, layout.control - layout.guestAddress, 1);
   }
 
-  /** Memory, VM and vCPUs at the program's entry; `dirtyLog` turns on logging of the memory slot. */
-  static create(kvm: Kvm, shape: GuestShape, options: { dirtyLog: boolean }): MigrationGuest {
-    const backing = Backing.create(shape.source, shape.size, { name: 'postcopy-migrate' });
-    checkShape(shape, backing.info.pageSize);
+  /**
+   * Memory, VM and vCPUs at the program's entry. `kvm` is the /dev/kvm handle to use; left
+   * out, one is opened and closed with the guest.
+   */
+  static create(shape: GuestShape, options: GuestCreateOptions & { kvm?: Kvm } = {}): KvmGuest {
+    const ownKvm = options.kvm ? undefined : Kvm.open();
+    const kvm = options.kvm ?? ownKvm!;
+    const dirtyLog = options.tracking === 'kvm-dirty-log';
+    let backing: Backing | undefined;
     let g: GuestVm | undefined;
+    let tracker: DirtyTracker | undefined;
     try {
+      backing = Backing.create(shape.source, shape.size, { name: 'postcopy-migrate' });
+      checkShape(shape, backing.info.pageSize);
       const vm = kvm.createVm();
-      if (options.dirtyLog) {
+      if (dirtyLog) {
         try {
           enableManualDirtyLog(vm);
         } catch (e) {
@@ -97,60 +86,45 @@ export class MigrationGuest {
             size: shape.size,
             userspaceAddress: backing.primary.address,
             guestPageSize: GUEST_PAGE,
-            ...(options.dirtyLog ? { flags: KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES } : {}),
+            ...(dirtyLog ? { flags: KvmMemFlag.KVM_MEM_LOG_DIRTY_PAGES } : {}),
           },
         ],
       });
-      const guest = new MigrationGuest(shape, backing, g, options.dirtyLog ? new DirtyLog(vm, MEMORY_SLOT, shape.size) : undefined);
+      if (dirtyLog) tracker = new KvmDirtyLogTracker(new DirtyLog(vm, MEMORY_SLOT, shape.size));
+      else if (options.tracking === 'uffd-wp') {
+        // KVM writes guest memory through the host mapping's page tables (its MMU follows
+        // them through the MMU notifier), so write-protecting that mapping sees the guest.
+        tracker = UffdWpTracker.start({ address: backing.primary.address, size: shape.size, pageSize: backing.info.pageSize });
+      }
+      const guest = new KvmGuest(shape, backing, g, tracker, ownKvm);
       for (let i = 0; i < shape.vcpus; i++) {
         const s = guest.slice(i);
         g.enter(i, migrateArgRegs({ base: gpa(s.guestAddress), pages: s.pages, stride: GUEST_PAGE, control: g.system.layout.control }));
       }
       return guest;
     } catch (e) {
+      tracker?.close();
       g?.close();
-      backing.close();
+      backing?.close();
+      ownKvm?.close();
       throw e;
     }
   }
 
-  /**
-   * Allocates and maps every page of the memory where arriving pages will be written (the
-   * alias of shared memory, the memory itself when private), before any arrive: a page
-   * first touched by the receive path costs a fault and a zeroing in the middle of the
-   * stream, which on this kind of host cuts loopback throughput to a third. Done before
-   * the destination accepts, like a VMM that preallocates guest RAM. Returns whether the
-   * kernel did it (MADV_POPULATE_WRITE, Linux 5.14+); a false leaves pages to be faulted in.
-   */
   populate(): boolean {
-    try {
-      (this.backing.alias ?? this.backing.primary).advise(Madvise.POPULATE_WRITE);
-      return true;
-    } catch (e) {
-      if (isSystemError(e, 'EINVAL')) return false;
-      throw e;
-    }
+    return populateForArrivals(this.backing);
   }
 
-  /** The backing's page size: the unit pages move in and faults are resolved in. */
   get unit(): number {
     return this.backing.info.pageSize;
   }
 
-  /** vCPU threads exist (running, or armed and waiting at the gate). */
   get running(): boolean {
     return this.#threads.length > 0;
   }
 
-  /** vCPU i's slice: its first guest address and its 4 KiB pages. */
   slice(i: number): { guestAddress: number; pages: number } {
-    const bytes = this.shape.size / this.shape.vcpus;
-    return { guestAddress: this.shape.guestAddress + i * bytes, pages: bytes / GUEST_PAGE };
-  }
-
-  /** Host address of guest address `a` in the guest's own (primary) mapping. */
-  host(a: number): number {
-    return this.backing.primary.address + (a - this.shape.guestAddress);
+    return sliceOf(this.shape, i);
   }
 
   /**
@@ -163,23 +137,10 @@ export class MigrationGuest {
     const gate = new StartGate();
     this.#threads = await Promise.all(this.vm.vcpus.map((v) => VcpuThread.spawn(v, { gate })));
     this.#tids = await Promise.all(this.#threads.map((t) => t.ready.then((r) => r.tid)));
-    // The guest's loop never idles. On a host with as few CPUs as vCPUs, the VMM threads
-    // that serve it (the event loop that moves pages, the fault reader) would wait a whole
-    // scheduler slice behind a vCPU for every page; a lower weight for vCPU threads lets
-    // them in at once. Best effort: leave the default where it is not allowed.
-    if (this.#nice !== 0) {
-      for (const tid of this.#tids) {
-        try {
-          setPriority(tid, this.#nice);
-        } catch {
-          break;
-        }
-      }
-    }
+    renice(this.#tids, VCPU_NICE);
     this.#gate = gate;
   }
 
-  /** Opens the gate of arm(): every vCPU enters the guest now. Returns the threads' kernel ids, by vCPU. */
   go(): number[] {
     if (!this.#gate) throw new InvalidArgumentError('go: arm() first');
     this.#pauseWord[0] = 0n;
@@ -188,7 +149,6 @@ export class MigrationGuest {
     return this.#tids;
   }
 
-  /** arm() then go(). */
   async run(): Promise<number[]> {
     await this.arm();
     return this.go();
@@ -214,13 +174,22 @@ export class MigrationGuest {
     }
   }
 
-  /** Every vCPU's program state (registers), paused. */
-  states(): MigrateState[] {
+  states(): WorkerState[] {
     return this.vm.vcpus.map((v) => migrateState(v.getRegs()));
   }
 
-  save(): VcpuState[] {
-    return this.vm.vcpus.map((v) => ({ regs: packRegs(v.getRegs()), sregs: packSregs(v.getSregs()) }));
+  save(): Uint8Array[] {
+    return this.vm.vcpus.map((v) => {
+      const out = new Uint8Array(VCPU_STATE_BYTES);
+      out.set(packRegs(v.getRegs()), 0);
+      out.set(packSregs(v.getSregs()), StructSize.kvm_regs);
+      return out;
+    });
+  }
+
+  decodeState(state: Uint8Array): WorkerState {
+    this.#checkState(state, 0);
+    return migrateState(unpackRegs(state.subarray(0, StructSize.kvm_regs)));
   }
 
   /**
@@ -228,33 +197,33 @@ export class MigrationGuest {
    * R15) but keeps the TSC of the last access (R13): the first access after resuming then
    * measures the whole pause, and the record from here on is the migration's.
    */
-  load(states: readonly VcpuState[], options: { resetStall?: boolean } = {}): void {
+  load(states: readonly Uint8Array[], options: { resetStall?: boolean } = {}): void {
     if (states.length !== this.vm.vcpus.length) throw new InvalidArgumentError(`load: ${states.length} vCPU states for ${this.vm.vcpus.length} vCPUs`);
+    states.forEach((s, i) => this.#checkState(s, i));
     this.vm.vcpus.forEach((v, i) => {
-      v.setSregs(unpackSregs(states[i]!.sregs));
-      const regs = unpackRegs(states[i]!.regs);
+      const s = states[i]!;
+      v.setSregs(unpackSregs(s.subarray(StructSize.kvm_regs)));
+      const regs = unpackRegs(s.subarray(0, StructSize.kvm_regs));
       v.setRegs(options.resetStall ? { ...regs, r14: 0n, r15: 0n } : regs);
     });
   }
 
-  /** The guest's TSC (vCPU 0) and its frequency. */
-  tsc(): { tsc: bigint; khz: number } {
+  #checkState(state: Uint8Array, i: number): void {
+    if (state.byteLength !== VCPU_STATE_BYTES) throw new InvalidArgumentError(`vCPU ${i}'s state is ${state.byteLength} bytes, a kvm guest's is ${VCPU_STATE_BYTES}`);
+  }
+
+  /** vCPU 0's TSC and its frequency. */
+  clock(): GuestClock {
     const v = this.vm.vcpus[0]!;
-    return { tsc: v.getMsrs([Msr.IA32_TSC])[0]!, khz: v.tscKhz };
+    return { ticks: v.getMsrs([Msr.IA32_TSC])[0]!, ticksPerMs: v.tscKhz };
   }
 
-  /** Sets every vCPU's TSC (KVM may keep its own; read tsc() after to know). */
-  setTsc(value: bigint): void {
-    for (const v of this.vm.vcpus) v.setMsrs([{ index: Msr.IA32_TSC, value }]);
-  }
-
-  /** The counter (first 8 bytes) of every 4 KiB page, read through `view` of the whole memory. */
-  counters(view: Uint8Array): BigUint64Array {
-    return new BigUint64Array(view.buffer, view.byteOffset, view.byteLength / 8);
+  setClock(ticks: bigint): void {
+    for (const v of this.vm.vcpus) v.setMsrs([{ index: Msr.IA32_TSC, value: ticks }]);
   }
 
   /**
-   * Closes the VM, the dirty log and the memory. Only with every vCPU paused or stopped:
+   * Closes the VM, the tracker and the memory. Only with every vCPU paused or stopped:
    * a vCPU thread inside KVM_RUN would outlive its VM's memory. Safe twice.
    */
   close(): void {
@@ -262,11 +231,11 @@ export class MigrationGuest {
     if (this.running) throw new InvalidArgumentError('close: pause the guest first (vCPUs are running)');
     this.#closed = true;
     try {
+      this.tracker?.close();
       this.vm.close();
-      this.log?.close();
     } finally {
       this.backing.close();
+      this.#kvm?.close();
     }
   }
 }
-

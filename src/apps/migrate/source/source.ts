@@ -1,55 +1,53 @@
 /**
- * The source of a migration: runs the guest, streams its memory while it runs (precopy,
- * rounds driven by KVM's dirty log), pauses it, sends the vCPUs' state and the stale set
- * (blackout), then serves post-copy: pages a destination vCPU waits for at once on the
- * urgent connection, the rest in a background stream that continues after the last
- * requested page. Finishes when the destination says it has every page.
+ * The source of a migration, as session states (session.ts): handshake (HELLO, ACCEPT, the
+ * urgent connection), precopy (precopy.ts: rounds from the guest's dirty tracker while it
+ * runs), switching (pause the guest, send its state and the stale set: the blackout),
+ * post-copy (postcopy-sender.ts: requested pages at once on the urgent connection, the
+ * rest in a background stream), complete (the destination has every page).
+ *
+ * Knows nothing of the guest backend or the tracker: both come through their interfaces.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PostcopyError } from '../../errors.js';
-import type { Kvm } from '../../kvm/system.js';
-import { Channel } from '../../transport/channel.js';
-import { type Frame } from '../../transport/frame.js';
-import { MIGRATE_PROGRAM, type MigrateState, migrateState } from '../../kvm/guest/migrate-program.js';
-import { unpackRegs } from '../../kvm/x86/regs.js';
-import { GUEST_PAGE, MigrationGuest, type GuestShape } from './guest.js';
+import { PostcopyError } from '../../../errors.js';
+import type { GuestBackendName, GuestShape, MigratableGuest, WorkerState } from '../../../guest/guest.js';
+import { createGuest, defaultTracker, programOf } from '../../../guest/open.js';
+import type { TrackerName } from '../../../tracking/tracker.js';
+import { Channel } from '../../../transport/channel.js';
+import type { Frame } from '../../../transport/frame.js';
 import {
   FrameType,
   type Hello,
   MAX_PAYLOAD,
   MigrationProtocolError,
+  type MigrationMode,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   encodeJson,
   errorMessage,
   frameName,
   isFrameType,
-  encodeZero,
-  pagesHeader,
+  parseAccept,
+  parseComplete,
   parseRequest,
-  type MigrationMode,
-} from './protocol.js';
-import { UnitBitmap } from './stale-set.js';
-import type { Backing } from '../../memory/backing.js';
-import { encodeSwitchover } from './switchover.js';
+  parseResumed,
+  parseRoundAck,
+} from '../protocol.js';
+import { Session, type SessionState } from '../session.js';
+import { UnitBitmap } from '../stale-set.js';
+import { encodeSwitchover } from '../switchover.js';
+import { PostcopySender } from './postcopy-sender.js';
+import { type RoundFigures, RUN_BYTES, runPrecopy, sendRun, type SwitchoverPolicy } from './precopy.js';
 
-/** When precopy stops and post-copy starts. */
-export interface SwitchoverPolicy {
-  /** Right after the first round. */
-  readonly postcopyNow: boolean;
-  /** Once precopy has run this long (ms), whatever the dirty set. */
-  readonly postcopyAfterMs: number | undefined;
-  /** At most this many rounds. */
-  readonly maxRounds: number;
-  /** As soon as a round would send no more than this many pages. */
-  readonly maxStalePages: number;
-}
+export type { RoundFigures, SwitchoverPolicy } from './precopy.js';
 
 export interface SourceOptions {
   readonly host: string;
   readonly port: number;
   readonly shape: GuestShape;
+  readonly guest: GuestBackendName;
+  /** The dirty tracker (default: the guest backend's own: KVM's dirty log, or uffd-wp). */
+  readonly tracking?: TrackerName;
   readonly mode: MigrationMode;
   readonly policy: SwitchoverPolicy;
   /** Let the guest run this long before migrating (ms). */
@@ -63,18 +61,15 @@ export interface SourceOptions {
 
 export type SourceEvent =
   | { phase: 'connected'; host: string; port: number }
+  | { phase: 'state'; from: SessionState; to: SessionState }
   | { phase: 'round'; round: number; pages: number; ms: number }
   | { phase: 'switchover'; stalePages: number }
   | { phase: 'postcopy'; sent: number; of: number }
   | { phase: 'complete' };
 
-export interface RoundFigures {
-  readonly round: number;
-  readonly pages: number;
-  readonly ms: number;
-}
-
 export interface SourceReport {
+  readonly guest: GuestBackendName;
+  readonly tracker: TrackerName;
   readonly unit: number;
   readonly pages: number;
   readonly rounds: readonly RoundFigures[];
@@ -90,45 +85,40 @@ export interface SourceReport {
   readonly streamMBps: number;
   /** Source pause → destination resume (CLOCK_MONOTONIC: meaningful when both run on one machine). */
   readonly downtimeMs: number;
-  /** The source's part of the downtime: asking the vCPUs to pause → all stopped; stopped → SWITCHOVER written. */
+  /** The source's part of the downtime: asking the guest to pause → all stopped; stopped → SWITCHOVER written. */
   readonly blackout: { readonly pauseMs: number; readonly stateMs: number };
   /** Start of precopy → COMPLETE. */
   readonly totalMs: number;
   /** Start of precopy → pause. */
   readonly precopyMs: number;
   /** The guest's own progress at the pause. */
-  readonly states: readonly MigrateState[];
+  readonly states: readonly WorkerState[];
+  /** The guest clock's rate (TSC kHz for KVM; 1e6 ns/ms for threads). */
   readonly tscKhz: number;
+  /** The session's states with their times (ms since the first). */
+  readonly timeline: readonly { state: SessionState; atMs: number }[];
 }
 
-/**
- * Backing.nextData for offsets that only grow within a round: one SEEK_DATA per hole, not
- * one per run inside it (the kernel scans the whole hole each time). A page that gains
- * data after the answer was written after the round's dirty-log clear: the next round
- * sends it.
- */
-class HoleCursor {
-  #from = 0;
-  #data = 0;
-  constructor(private readonly backing: Backing) {}
-
-  nextData(offset: number): number {
-    if (offset >= this.#from && offset < this.#data) return this.#data;
-    this.#from = offset;
-    this.#data = this.backing.nextData(offset);
-    return this.#data;
-  }
-}
-
-/** Frames at most this long in precopy and in the background stream. */
-const RUN_BYTES = 256 * 1024;
 /** Keep at most this much queued in the socket before waiting for it to drain. */
 const HIGH_WATER = 2 ** 20;
 
 const ms = (ns: bigint) => Number(ns) / 1e6;
 
-export async function runSource(kvm: Kvm, o: SourceOptions): Promise<SourceReport> {
-  const guest = MigrationGuest.create(kvm, o.shape, { dirtyLog: true });
+/** A promise that rejects with ERR_PEER_SILENT after `timeoutMs`, and its cancel. */
+function silence(timeoutMs: number, what: string): { promise: Promise<never>; cancel: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PostcopyError('ERR_PEER_SILENT', `${what} within ${timeoutMs} ms`)), timeoutMs);
+  });
+  promise.catch(() => undefined);
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+export async function runSource(o: SourceOptions): Promise<SourceReport> {
+  const tracking = o.tracking ?? defaultTracker(o.guest);
+  const guest = createGuest(o.guest, o.shape, { tracking });
+  const session = new Session('source');
+  session.onChange((e) => o.onEvent?.({ phase: 'state', from: e.from, to: e.to }));
   let main: Channel | undefined;
   let urgent: Channel | undefined;
   try {
@@ -140,28 +130,31 @@ export async function runSource(kvm: Kvm, o: SourceOptions): Promise<SourceRepor
       connectRemedy: `Is \`postcopy migrate receive --listen ${o.host}:${o.port}\` running there?`,
     };
     main = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination', idleTimeoutMs: o.timeoutMs });
-    const session = randomBytes(12).toString('hex');
-    const unit = guest.unit;
+    const id = randomBytes(12).toString('hex');
     const hello: Hello = {
       magic: PROTOCOL_MAGIC,
       version: PROTOCOL_VERSION,
-      pageSize: unit,
+      pageSize: guest.unit,
       memory: { guestAddress: o.shape.guestAddress, size: o.shape.size },
       vcpus: o.shape.vcpus,
       mode: o.mode,
       source: o.shape.source,
-      program: { name: MIGRATE_PROGRAM.name, codeBytes: MIGRATE_PROGRAM.code.length },
-      session,
+      guest: guest.backend,
+      program: programOf(guest.backend),
+      stateBytes: guest.stateBytes,
+      session: id,
     };
     main.send(FrameType.HELLO, 0, encodeJson(hello));
     const answer = await main.next(o.timeoutMs);
+    session.admit('main', answer);
     if (answer.type === FrameType.ERROR) throw new PostcopyError('ERR_REFUSED', `the destination refused the migration: ${errorMessage(answer.payload)}`);
-    if (answer.type !== FrameType.ACCEPT) throw new MigrationProtocolError(`expected ACCEPT after HELLO, got ${frameName(answer.type)}`);
+    parseAccept(answer.payload);
     urgent = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination (urgent)', idleTimeoutMs: 0 });
-    urgent.send(FrameType.URGENT, 0, encodeJson({ session }));
+    urgent.send(FrameType.URGENT, 0, encodeJson({ session: id }));
     o.onEvent?.({ phase: 'connected', host: o.host, port: o.port });
-    return await migrate(guest, main, urgent, o);
+    return await migrate(guest, tracking, session, main, urgent, o);
   } catch (e) {
+    session.fail(e as Error);
     main?.destroy();
     urgent?.destroy();
     if (guest.running) await guest.pause().catch(() => undefined);
@@ -172,214 +165,163 @@ export async function runSource(kvm: Kvm, o: SourceOptions): Promise<SourceRepor
   }
 }
 
-async function migrate(guest: MigrationGuest, main: Channel, urgent: Channel, o: SourceOptions): Promise<SourceReport> {
-  const log = guest.log!;
+async function migrate(guest: MigratableGuest, tracking: TrackerName, session: Session, main: Channel, urgent: Channel, o: SourceOptions): Promise<SourceReport> {
+  const tracker = guest.tracker!;
   const unit = guest.unit;
-  const pagesPerUnit = unit / GUEST_PAGE;
   const units = o.shape.size / unit;
   const memory = guest.backing.primary.bytes();
-  const unitsPerRun = Math.max(1, RUN_BYTES / unit);
   const base = o.shape.guestAddress;
+  const unitsPerRun = Math.max(1, RUN_BYTES / unit);
 
-  // What the destination says, whenever it says it.
+  // What the destination says, whenever it says it: checked against the state first.
   let resumedAtNs: bigint | undefined;
   let acked = 0;
   let onAck: (() => void) | undefined;
+  let sender: PostcopySender | undefined;
   let complete!: () => void;
   let failed!: (e: Error) => void;
   const done = new Promise<void>((resolve, reject) => ((complete = resolve), (failed = reject)));
   done.catch(() => undefined);
-  const fromDestination = (f: Frame) => {
-    if (f.type === FrameType.ROUND_END) {
-      acked = Number(JSON.parse(Buffer.from(f.payload).toString()).round);
-      onAck?.();
-    } else if (f.type === FrameType.RESUMED) resumedAtNs = BigInt(String(JSON.parse(Buffer.from(f.payload).toString()).resumedAtNs));
-    else if (f.type === FrameType.COMPLETE) complete();
-    else if (f.type === FrameType.ERROR) failed(new PostcopyError('ERR_PEER', `the destination failed: ${errorMessage(f.payload)}`));
-    else failed(new MigrationProtocolError(`unexpected ${frameName(f.type)} frame from the destination`));
+  const fail = (e: Error) => failed(session.fail(e));
+  const receive = (connection: 'main' | 'urgent') => (f: Frame) => {
+    try {
+      session.admit(connection, f);
+      switch (f.type) {
+        case FrameType.ROUND_END:
+          acked = parseRoundAck(f.payload).round;
+          return onAck?.();
+        case FrameType.RESUMED:
+          resumedAtNs = parseResumed(f.payload).resumedAtNs;
+          return;
+        case FrameType.COMPLETE:
+          parseComplete(f.payload, units);
+          if (sender && sender.remaining > 0) throw new MigrationProtocolError(`COMPLETE while ${sender.remaining} stale page(s) were never sent`);
+          session.enter('complete');
+          return complete();
+        case FrameType.REQUEST: {
+          const u = (parseRequest(f.payload, unit, { guestAddress: base, size: o.shape.size }) - base) / unit;
+          if (sender?.request(u)) sendRun(urgent, memory, unit, base, u, 1);
+          return;
+        }
+        case FrameType.ERROR:
+          throw new PostcopyError('ERR_PEER', `the destination failed: ${errorMessage(f.payload)}`);
+        default:
+          throw new MigrationProtocolError(`unhandled ${frameName(f.type)} frame on the ${connection} connection`);
+      }
+    } catch (e) {
+      fail(e as Error);
+    }
   };
-  main.onFrame(fromDestination);
-  const channelFailed = (c: Channel) => c.closed.then((e) => e && failed(e));
-  void channelFailed(main);
-  void channelFailed(urgent);
+  main.onFrame(receive('main'));
+  urgent.onFrame(receive('urgent'));
+  void main.closed.then((e) => e && fail(e));
+  void urgent.closed.then((e) => e && fail(e));
   // Precopy only sends: a destination that goes quiet shows up as a send buffer that does not drain.
   main.setIdleTimeout(0);
 
   const drain = async (c: Channel) => {
     if (c.writableLength <= HIGH_WATER) return;
-    let timer: NodeJS.Timeout | undefined;
-    const silent = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PostcopyError('ERR_PEER_SILENT', `the destination has not read anything for ${o.timeoutMs} ms`)), o.timeoutMs);
-    });
+    const s = silence(o.timeoutMs, 'the destination has not read anything');
     try {
-      await Promise.race([c.drain(), silent, done]);
+      await Promise.race([c.drain(), s.promise, done]);
     } finally {
-      clearTimeout(timer);
+      s.cancel();
     }
   };
-  const sendRun = (c: Channel, first: number, count: number) => {
-    const offset = first * unit;
-    c.send(FrameType.PAGES, 0, pagesHeader(base + offset), memory.subarray(offset, offset + count * unit));
-  };
-
-  // Precopy.
-  const t0 = process.hrtime.bigint();
-  const rounds: RoundFigures[] = [];
-  let precopyPages = 0;
-  let zeroPages = 0;
-  let firstRoundBytes = 0;
-  let firstRoundNs = 0n;
-  // Each round starts once the destination has taken in the last one: the pipe is empty, so
-  // the dirty set is as small as it gets, and a SWITCHOVER never waits behind precopy data.
   const roundTaken = async (round: number) => {
     if (acked >= round) return;
-    let timer: NodeJS.Timeout | undefined;
+    const s = silence(o.timeoutMs, `the destination did not take in precopy round ${round}`);
     try {
-      await Promise.race([
-        new Promise<void>((resolve) => (onAck = () => acked >= round && resolve())),
-        done,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new PostcopyError('ERR_PEER_SILENT', `the destination did not take in precopy round ${round} within ${o.timeoutMs} ms`)), o.timeoutMs);
-        }),
-      ]);
+      await Promise.race([new Promise<void>((resolve) => (onAck = () => acked >= round && resolve())), done, s.promise]);
     } finally {
-      clearTimeout(timer);
+      s.cancel();
       onAck = undefined;
     }
   };
-  for (let round = 1; ; round++) {
-    await roundTaken(round - 1);
-    const dirty = log.fetch();
-    const elapsedMs = ms(process.hrtime.bigint() - t0);
-    const p = o.policy;
-    if (round > 1 && (p.postcopyNow || round > p.maxRounds || dirty <= p.maxStalePages || (p.postcopyAfterMs !== undefined && elapsedMs >= p.postcopyAfterMs))) break;
-    const r0 = process.hrtime.bigint();
-    log.clear();
-    const set = UnitBitmap.fromDirtyLog(log.words, log.pages, pagesPerUnit);
-    let sent = 0;
-    const holes = new HoleCursor(guest.backing);
-    for (const [first, count] of set.runs(unitsPerRun)) {
-      // Pages the guest never wrote are holes in shared memory: say so instead of reading
-      // them (which would allocate them here) and sending zeros.
-      const at = first * unit;
-      const end = (first + count) * unit;
-      const data = Math.min(end, holes.nextData(at));
-      if (data > at) {
-        main.send(FrameType.ZERO, 0, encodeZero(base + at, data - at));
-        zeroPages += (data - at) / unit;
-      }
-      if (end > data) sendRun(main, data / unit, (end - data) / unit);
-      sent += count;
-      await drain(main);
-    }
-    main.send(FrameType.ROUND_END, 0, encodeJson({ round, pages: sent }));
-    await drain(main);
-    const roundNs = process.hrtime.bigint() - r0;
-    if (round === 1) {
-      firstRoundBytes = sent * unit;
-      firstRoundNs = roundNs;
-    }
-    precopyPages += sent;
-    rounds.push({ round, pages: sent, ms: ms(roundNs) });
-    o.onEvent?.({ phase: 'round', round, pages: sent, ms: ms(roundNs) });
-  }
 
-  // Blackout: pause, read the state, the last dirty set, and send them.
+  // Precopy.
+  session.enter('precopy');
+  const t0 = process.hrtime.bigint();
+  const pre = await runPrecopy({
+    main,
+    backing: guest.backing,
+    tracker,
+    unit,
+    guestAddress: base,
+    policy: o.policy,
+    roundTaken,
+    drain: () => drain(main),
+    onRound: (r) => o.onEvent?.({ phase: 'round', ...r }),
+  });
+
+  // Blackout: pause, read the state and the last dirty set, and send them with what the
+  // last look collected and precopy did not send.
+  session.enter('switching');
   const pausedAtNs = process.hrtime.bigint();
   await guest.pause();
   const stoppedAtNs = process.hrtime.bigint();
-  const vcpus = guest.save();
-  const states = vcpus.map((v) => migrateState(unpackRegs(v.regs)));
-  const { tsc, khz } = guest.tsc();
-  log.fetch();
-  const stale = UnitBitmap.fromDirtyLog(log.words, log.pages, pagesPerUnit);
+  const states = guest.save();
+  const { ticks, ticksPerMs } = guest.clock();
+  const stale = UnitBitmap.fromDirtyLog(tracker.collect(), tracker.pages, unit / 4096);
+  stale.or(pre.unsent);
   const stalePages = stale.count();
-  main.send(FrameType.SWITCHOVER, 0, ...encodeSwitchover({ pausedAtNs, tsc, tscKhz: khz, wallMs: Date.now(), vcpus, stale: stale.bytes.slice(), stalePages }));
-  // (A copy: the socket may still hold the parts when post-copy starts clearing bits of `stale`.)
+  // (A copy of the bitmap: the socket may still hold the parts when post-copy clears bits of `stale`.)
+  main.send(FrameType.SWITCHOVER, 0, ...encodeSwitchover({ pausedAtNs, clock: ticks, ticksPerMs, wallMs: Date.now(), states, stale: stale.bytes.slice(), stalePages }));
   const sentAtNs = process.hrtime.bigint();
+  sender = new PostcopySender(stale, stalePages);
+  session.enter('postcopy');
   main.setIdleTimeout(o.timeoutMs);
   o.onEvent?.({ phase: 'switchover', stalePages });
 
-  // Post-copy: requested pages at once on the urgent connection; the background stream
-  // goes on from the last requested page, so a vCPU walking its slice finds the pages
-  // ahead of it already sent.
-  const pending = stale; // still to send
-  let remaining = stalePages;
-  let cursor = 0;
-  let onDemandPages = 0;
-  let lateRequests = 0;
-  urgent.onFrame((f) => {
-    if (f.type === FrameType.ERROR) return failed(new PostcopyError('ERR_PEER', `the destination failed: ${errorMessage(f.payload)}`));
-    if (f.type !== FrameType.REQUEST) return failed(new MigrationProtocolError(`unexpected ${frameName(f.type)} frame on the urgent connection`));
-    const u = (parseRequest(f.payload, unit, { guestAddress: base, size: o.shape.size }) - base) / unit;
-    if (!pending.has(u)) {
-      lateRequests++;
-      return;
-    }
-    pending.clear(u);
-    remaining--;
-    onDemandPages++;
-    sendRun(urgent, u, 1);
-    cursor = u + 1;
-  });
-  let backgroundPages = 0;
+  // Post-copy: the background stream, with requests let in between two frames.
   const started = performance.now();
   let lastEvent = 0;
-  while (remaining > 0) {
-    let u = pending.next(cursor);
-    if (u < 0) u = pending.next(0);
-    if (u < 0) break;
-    let n = 0;
-    while (n < unitsPerRun && u + n < units && pending.has(u + n)) pending.clear(u + n++);
-    remaining -= n;
-    backgroundPages += n;
-    sendRun(main, u, n);
-    cursor = u + n;
+  for (let run = sender.nextRun(unitsPerRun); run; run = sender.nextRun(unitsPerRun)) {
+    sendRun(main, memory, unit, base, run[0], run[1]);
     await drain(main);
     if (o.bandwidth > 0) {
-      const due = started + ((backgroundPages * unit) / o.bandwidth) * 1000;
+      const due = started + ((sender.backgroundPages * unit) / o.bandwidth) * 1000;
       const wait = due - performance.now();
       if (wait > 0) await sleep(wait);
     }
-    // Let requests in between two background frames.
     await new Promise((r) => setImmediate(r));
+    if (session.state === 'failed') break;
     if (performance.now() - lastEvent > 100) {
       lastEvent = performance.now();
-      o.onEvent?.({ phase: 'postcopy', sent: stalePages - remaining, of: stalePages });
+      o.onEvent?.({ phase: 'postcopy', sent: stalePages - sender.remaining, of: stalePages });
     }
   }
-  o.onEvent?.({ phase: 'postcopy', sent: stalePages, of: stalePages });
-  let timer: NodeJS.Timeout | undefined;
+  o.onEvent?.({ phase: 'postcopy', sent: stalePages - sender.remaining, of: stalePages });
+  const s = silence(o.timeoutMs, 'the destination did not confirm it has every page');
   try {
-    await Promise.race([
-      done,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new PostcopyError('ERR_PEER_SILENT', `the destination did not confirm it has every page within ${o.timeoutMs} ms`)), o.timeoutMs);
-      }),
-    ]);
+    await Promise.race([done, s.promise]);
   } finally {
-    clearTimeout(timer);
+    s.cancel();
   }
   const endNs = process.hrtime.bigint();
   main.expectClose();
   urgent.expectClose();
   o.onEvent?.({ phase: 'complete' });
+  const h0 = session.history[0]?.at ?? 0;
   return {
+    guest: guest.backend,
+    tracker: tracking,
     unit,
     pages: units,
-    rounds,
-    precopyPages,
-    zeroPages,
+    rounds: pre.rounds,
+    precopyPages: pre.precopyPages,
+    zeroPages: pre.zeroPages,
     stalePages,
-    backgroundPages,
-    onDemandPages,
-    lateRequests,
-    streamMBps: firstRoundNs > 0n ? firstRoundBytes / (Number(firstRoundNs) / 1e9) / 1e6 : 0,
+    backgroundPages: sender.backgroundPages,
+    onDemandPages: sender.onDemandPages,
+    lateRequests: sender.lateRequests,
+    streamMBps: pre.firstRoundNs > 0n ? pre.firstRoundBytes / (Number(pre.firstRoundNs) / 1e9) / 1e6 : 0,
     downtimeMs: resumedAtNs !== undefined ? ms(resumedAtNs - pausedAtNs) : NaN,
     blackout: { pauseMs: ms(stoppedAtNs - pausedAtNs), stateMs: ms(sentAtNs - stoppedAtNs) },
     totalMs: ms(endNs - t0),
     precopyMs: ms(pausedAtNs - t0),
-    states,
-    tscKhz: khz,
+    states: states.map((st) => guest.decodeState(st)),
+    tscKhz: ticksPerMs,
+    timeline: session.history.map((e) => ({ state: e.to, atMs: e.at - h0 })),
   };
 }

@@ -1,0 +1,101 @@
+/**
+ * What a migration (and a snapshot) needs of a guest, whichever backend runs it: the
+ * workload of the migrate program (each worker loops over its slice for ever; on pass p
+ * it checks each page's counter holds p - 1 and writes p; it times its own progress; it
+ * stops at a pause word between two accesses) over memory in a Backing.
+ *
+ * Two backends: `kvm` (vCPUs in a KVM VM running the migrate program; state = kvm_regs +
+ * kvm_sregs) and `threads` (worker threads in this process doing the same work over the
+ * backing's primary mapping; state = the program's registers as plain fields). Nothing
+ * that drives a guest (apps/migrate, apps/snapshot) knows which one runs.
+ */
+import type { Backing, BackingSourceName } from '../memory/backing.js';
+import type { DirtyTracker, TrackerName } from '../tracking/tracker.js';
+
+export type GuestBackendName = 'kvm' | 'threads';
+export const GUEST_BACKENDS: readonly GuestBackendName[] = ['kvm', 'threads'];
+
+/** The size of a guest page the workload touches (one counter per 4 KiB page). */
+export const GUEST_PAGE = 4096;
+
+export interface GuestShape {
+  readonly source: BackingSourceName;
+  readonly size: number;
+  /** Workers (vCPUs or threads); each owns an equal slice of the memory. */
+  readonly vcpus: number;
+  /** Guest-physical start of the memory (above the system slot for KVM; a label for threads). */
+  readonly guestAddress: number;
+}
+
+/** A worker's progress, as the program keeps it (KVM: in its registers). */
+export interface WorkerState {
+  /** The current pass (1 is the first). */
+  readonly pass: bigint;
+  /** The next page of the slice this pass writes: pages [0, index) hold `pass`, [index, pages) hold pass - 1. */
+  readonly index: number;
+  /** Accesses that found a counter other than pass - 1: lost writes the guest saw itself. */
+  readonly mismatches: number;
+  /** Guest address of the first, 0 if none. */
+  readonly firstMismatch: number;
+  /** The guest's clock (ticks, see GuestClock) at the last access. */
+  readonly lastTsc: bigint;
+  /** The longest time between two consecutive accesses, in ticks, and the clock at its end. */
+  readonly maxGapTicks: bigint;
+  readonly maxGapEndTsc: bigint;
+}
+
+/** The guest's own clock: the TSC for KVM, CLOCK_MONOTONIC ns for threads. */
+export interface GuestClock {
+  readonly ticks: bigint;
+  readonly ticksPerMs: number;
+}
+
+export interface GuestCreateOptions {
+  /** The source's dirty tracker (undefined on a destination). */
+  readonly tracking?: TrackerName;
+}
+
+export interface MigratableGuest {
+  readonly backend: GuestBackendName;
+  readonly shape: GuestShape;
+  readonly backing: Backing;
+  /** The backing's page size: the unit pages move in and faults are resolved in. */
+  readonly unit: number;
+  /** Bytes of one worker's saved state (save()/load()); fixed per backend. */
+  readonly stateBytes: number;
+  /** The trackers this guest can be created with. */
+  readonly trackers: readonly TrackerName[];
+  /** Worker threads exist (running, or armed and waiting at the gate). */
+  readonly running: boolean;
+  /** The tracker asked for at creation (source), or undefined. */
+  readonly tracker: DirtyTracker | undefined;
+
+  /** Allocates and maps the pages arriving bytes will be written to (see kvm guest); false if the kernel cannot. */
+  populate(): boolean;
+  /** Worker i's slice: its first guest address and its 4 KiB pages. */
+  slice(i: number): { guestAddress: number; pages: number };
+  /** Spawns every worker, waiting at a start gate (a destination does this before the switchover). */
+  arm(): Promise<void>;
+  /** Opens the gate: every worker runs now. Returns the workers' kernel thread ids, by worker. */
+  go(): number[];
+  /** arm() then go(). */
+  run(): Promise<number[]>;
+  /** Sets the pause word and waits until every worker has stopped between two accesses. */
+  pause(): Promise<void>;
+  /** Every worker's state, paused. */
+  states(): WorkerState[];
+  /** Every worker's whole state as bytes (stateBytes each), paused: what crosses the wire. */
+  save(): Uint8Array[];
+  /**
+   * Loads saved states. `resetStall` zeroes the longest-gap record but keeps the clock of
+   * the last access: the first access after resuming then measures the whole pause.
+   */
+  load(states: readonly Uint8Array[], options?: { resetStall?: boolean }): void;
+  /** Decodes one saved state without loading it (the source reports what it sent). */
+  decodeState(state: Uint8Array): WorkerState;
+  clock(): GuestClock;
+  /** Sets the guest's clock (KVM may keep its own: read clock() after to know). */
+  setClock(ticks: bigint): void;
+  /** Closes workers' resources, the tracker and the memory; only paused or stopped. Safe twice. */
+  close(): void;
+}

@@ -1,0 +1,73 @@
+/**
+ * One worker of the threads guest: the migrate program's loop in TypeScript, over this
+ * worker's slice of the guest's primary mapping. On pass p it checks that each 4 KiB
+ * page's counter (its first 8 bytes) holds p - 1 and writes p; between two accesses it
+ * looks at the pause word; after every access it reads the clock and keeps the longest
+ * gap. A touch of a page that is not present blocks this thread in the kernel until a
+ * userfaultfd reader resolves it: that is the guest-visible stall post-copy causes.
+ *
+ * Parked between runs (Atomics.wait on the gate), so a pause and a resume cost no spawn.
+ * Nothing is allocated in the loop.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { native } from '../../native/binding.js';
+import { Control, Slot, type WorkerConfig, type WorkerMessage } from './layout.js';
+
+const c = workerData as WorkerConfig;
+const control = new Int32Array(c.control);
+const clockOffset = new Float64Array(c.clock);
+const slot = new BigInt64Array(c.slots, c.index * Slot.WORDS * 8, Slot.WORDS);
+const memory = new Uint32Array(native.view(c.host, c.bytes));
+const pages = c.bytes / 4096;
+const WORDS_PER_PAGE = 1024;
+const origin = performance.timeOrigin;
+const post = (m: WorkerMessage) => parentPort!.postMessage(m);
+
+post({ type: 'ready', tid: native.gettid() });
+let gate = 0;
+
+for (;;) {
+  // Parked until the gate moves on.
+  Atomics.wait(control, Control.GATE, gate);
+  gate = Atomics.load(control, Control.GATE);
+  run();
+  post({ type: 'paused' });
+}
+
+function run(): void {
+  let pass = Number(slot[Slot.PASS]);
+  let index = Number(slot[Slot.INDEX]);
+  let mismatches = Number(slot[Slot.MISMATCHES]);
+  let firstMismatch = Number(slot[Slot.FIRST_MISMATCH]);
+  // The clock in ms (a double: exact to well under a microsecond); the slot holds ns.
+  const offset = clockOffset[0]!;
+  let last = Number(slot[Slot.LAST_TICK]) / 1e6;
+  let maxGap = Number(slot[Slot.MAX_GAP]) / 1e6;
+  let maxGapEnd = Number(slot[Slot.MAX_GAP_END]) / 1e6;
+  while (Atomics.load(control, Control.PAUSE) === 0) {
+    const w = index * WORDS_PER_PAGE;
+    if (memory[w] !== pass - 1 || memory[w + 1] !== 0) {
+      if (mismatches++ === 0) firstMismatch = c.guestAddress + index * 4096;
+      memory[w + 1] = 0;
+    }
+    memory[w] = pass;
+    const now = origin + performance.now() - offset;
+    const gap = now - last;
+    last = now;
+    if (gap > maxGap) {
+      maxGap = gap;
+      maxGapEnd = now;
+    }
+    if (++index === pages) {
+      index = 0;
+      pass++;
+    }
+  }
+  slot[Slot.PASS] = BigInt(pass);
+  slot[Slot.INDEX] = BigInt(index);
+  slot[Slot.MISMATCHES] = BigInt(mismatches);
+  slot[Slot.FIRST_MISMATCH] = BigInt(firstMismatch);
+  slot[Slot.LAST_TICK] = BigInt(Math.round(last * 1e6));
+  slot[Slot.MAX_GAP] = BigInt(Math.round(maxGap * 1e6));
+  slot[Slot.MAX_GAP_END] = BigInt(Math.round(maxGapEnd * 1e6));
+}
