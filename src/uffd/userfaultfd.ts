@@ -94,9 +94,14 @@ function checkRange(op: string, start: unknown, length: unknown, names: readonly
   }
 }
 
-/** A page-aligned source address (COPY, MOVE). */
-function checkSource(op: string, src: unknown): void {
-  integer(op, 'src', src, { min: 0, multipleOf: PAGE, unit: `the page size (${PAGE})` });
+/**
+ * A source address: MOVE takes whole pages (the kernel refuses an unaligned src with
+ * EINVAL); COPY reads bytes with copy_from_user and takes any address (received pages sit
+ * at any offset of a socket buffer).
+ */
+function checkSource(op: string, src: unknown, aligned: boolean): void {
+  if (aligned) integer(op, 'src', src, { min: 0, multipleOf: PAGE, unit: `the page size (${PAGE})` });
+  else integer(op, 'src', src, { min: 0 });
 }
 
 /** A u64 mask given as a bigint. */
@@ -336,7 +341,7 @@ export class Userfaultfd {
   copy(dst: HostAddress, src: HostAddress, length: number, options?: { dontWake?: boolean; writeProtect?: boolean }): FillResult {
     this.#check('copy');
     checkRange('copy', dst, length, ['dst', 'length']);
-    checkSource('copy', src);
+    checkSource('copy', src, false);
     const mode = options === undefined ? 0 : fillMode('copy', options, { dontWake: CopyMode.DONTWAKE, writeProtect: CopyMode.WP });
     return filled(native.uffdCopy(this.fd, dst, src, length, mode), length);
   }
@@ -371,7 +376,7 @@ export class Userfaultfd {
   move(dst: HostAddress, src: HostAddress, length: number, options: { dontWake?: boolean; allowSrcHoles?: boolean } = {}): FillResult {
     this.#check('move');
     checkRange('move', dst, length, ['dst', 'length']);
-    checkSource('move', src);
+    checkSource('move', src, true);
     this.#need('move', 'MOVE', Feature.MOVE);
     const mode = fillMode('move', options, { dontWake: MoveMode.DONTWAKE, allowSrcHoles: MoveMode.ALLOW_SRC_HOLES });
     return filled(native.uffdMove(this.fd, dst, src, length, mode), length);

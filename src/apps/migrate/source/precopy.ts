@@ -75,6 +75,21 @@ export interface PrecopyResult {
   readonly firstRoundNs: bigint;
   /** Collected by the last look and not sent: stale, with whatever the blackout collects. */
   readonly unsent: UnitBitmap;
+  /** Which part of the policy ended precopy, and the size of the set that last look found. */
+  readonly reason: SwitchoverReason;
+  readonly lastDirty: number;
+}
+
+export type SwitchoverReason = 'postcopy-now' | 'max-rounds' | 'small-dirty-set' | 'postcopy-after';
+
+/** Why precopy stops before `round`, or undefined to go on. */
+export function switchoverReason(p: SwitchoverPolicy, round: number, dirty: number, elapsedMs: number): SwitchoverReason | undefined {
+  if (round === 1) return undefined;
+  if (p.postcopyNow) return 'postcopy-now';
+  if (dirty <= p.maxStalePages) return 'small-dirty-set';
+  if (p.postcopyAfterMs !== undefined && elapsedMs >= p.postcopyAfterMs) return 'postcopy-after';
+  if (round > p.maxRounds) return 'max-rounds';
+  return undefined;
 }
 
 const ms = (ns: bigint) => Number(ns) / 1e6;
@@ -103,9 +118,8 @@ export async function runPrecopy(x: PrecopyContext): Promise<PrecopyResult> {
     const elapsedMs = ms(r0 - t0);
     if (round > 1) {
       const dirty = set.count();
-      if (p.postcopyNow || round > p.maxRounds || dirty <= p.maxStalePages || (p.postcopyAfterMs !== undefined && elapsedMs >= p.postcopyAfterMs)) {
-        return { rounds, precopyPages, zeroPages, firstRoundBytes, firstRoundNs, unsent: set };
-      }
+      const reason = switchoverReason(p, round, dirty, elapsedMs);
+      if (reason) return { rounds, precopyPages, zeroPages, firstRoundBytes, firstRoundNs, unsent: set, reason, lastDirty: dirty };
     }
     let sent = 0;
     const holes = new HoleCursor(backing);

@@ -37,7 +37,7 @@ import { Session, type SessionState } from '../session.js';
 import { UnitBitmap } from '../stale-set.js';
 import { encodeSwitchover } from '../switchover.js';
 import { PostcopySender } from './postcopy-sender.js';
-import { type RoundFigures, RUN_BYTES, runPrecopy, sendRun, type SwitchoverPolicy } from './precopy.js';
+import { type RoundFigures, RUN_BYTES, runPrecopy, sendRun, type SwitchoverPolicy, type SwitchoverReason } from './precopy.js';
 
 export type { RoundFigures, SwitchoverPolicy } from './precopy.js';
 
@@ -91,6 +91,8 @@ export interface SourceReport {
   readonly totalMs: number;
   /** Start of precopy → pause. */
   readonly precopyMs: number;
+  /** What ended precopy, and how many units the last look found dirty. */
+  readonly switchover: { readonly reason: SwitchoverReason; readonly lastDirty: number };
   /** The guest's own progress at the pause. */
   readonly states: readonly WorkerState[];
   /** The guest clock's rate (TSC kHz for KVM; 1e6 ns/ms for threads). */
@@ -320,6 +322,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     blackout: { pauseMs: ms(stoppedAtNs - pausedAtNs), stateMs: ms(sentAtNs - stoppedAtNs) },
     totalMs: ms(endNs - t0),
     precopyMs: ms(pausedAtNs - t0),
+    switchover: { reason: pre.reason, lastDirty: pre.lastDirty },
     states: states.map((st) => guest.decodeState(st)),
     tscKhz: ticksPerMs,
     timeline: session.history.map((e) => ({ state: e.to, atMs: e.at - h0 })),
