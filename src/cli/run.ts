@@ -46,26 +46,34 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   return command.run(rest, io);
 }
 
+/** A message as printed after our own `postcopy: `: a prefix the message already carries (a child's stderr wrapped into an error) is dropped. */
+function oneLine(message: string): string {
+  return message.replace(/^(postcopy: )+/, '').replace(/\n(postcopy: )?/g, '; ').trim();
+}
+
 /**
- * How a failure is shown and what it exits with. The project's own errors and the kernel's
- * are expected outcomes: one line, no stack. Anything else is a bug: its stack helps.
+ * How a failure is shown and what it exits with: always one line with one `postcopy:`
+ * prefix. The project's own errors and the kernel's are expected outcomes. Anything else is
+ * a bug: its message still comes as one line, and POSTCOPY_DEBUG=1 adds the stack.
  */
 function fail(e: unknown, io: Io): number {
   const debug = process.env.POSTCOPY_DEBUG === '1';
   const stack = debug && e instanceof Error && e.stack ? `${e.stack}\n` : '';
+  const message = oneLine(e instanceof Error ? e.message : String(e));
   if (e instanceof UsageError) {
-    io.err(`postcopy: ${e.message}\n${stack}`);
+    io.err(`postcopy: ${message}\n${stack}`);
     return ExitCode.USAGE;
   }
   if (e instanceof PermissionError || e instanceof UnsupportedError) {
-    io.err(`postcopy: ${e.message}\n${stack}`);
+    io.err(`postcopy: ${message}\n${stack}`);
     return ExitCode.UNAVAILABLE;
   }
   if (e instanceof PostcopyError || e instanceof SystemError) {
-    io.err(`postcopy: ${e.message}\n${stack}`);
+    io.err(`postcopy: ${message}\n${stack}`);
     return ExitCode.FAILURE;
   }
-  io.err(`postcopy: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  const name = e instanceof Error && e.name !== 'Error' ? `${e.name}: ` : '';
+  io.err(`postcopy: ${name}${message}${debug ? '' : ' (a bug: POSTCOPY_DEBUG=1 shows where)'}\n${stack}`);
   return ExitCode.FAILURE;
 }
 

@@ -14,13 +14,15 @@ export function optionParsers(command: string) {
     integer(flag: string, text: string | undefined, fallback: number, min = 1): number {
       if (text === undefined) return fallback;
       if (!/^\d+$/.test(text) || Number(text) < min) throw usage(`${flag} needs an integer ≥ ${min}, got '${text}'`);
+      if (!Number.isSafeInteger(Number(text))) throw usage(`${flag}: ${text} is too large`);
       return Number(text);
     },
     /** A size such as 256M or 1G. */
     size(flag: string, text: string | undefined, fallback: number): number {
       if (text === undefined) return fallback;
       const b = parseSize(text);
-      if (b === undefined || b <= 0) throw usage(`${flag} takes a size such as 256M or 1G, got '${text}'`);
+      if (b === undefined) throw usage(`${flag} takes a size such as 256M or 1G, got '${text}'`);
+      if (b <= 0) throw usage(`${flag} must be a positive size such as 256M or 1G, got '${text}'`);
       return b;
     },
     /** A duration such as 500ms or 2s, in ms. */
@@ -30,10 +32,16 @@ export function optionParsers(command: string) {
       if (ms === undefined) throw usage(`${flag} takes a duration such as 500ms or 2s, got '${text}'`);
       return ms;
     },
-    /** -s: a backing source name. */
-    backing(text: string): BackingSourceName {
-      if (!isBackingSource(text)) throw usage(`-s: unknown backing source '${text}'; one of ${BACKING_SOURCES.join(', ')}`);
-      return text;
+    /**
+     * -s: a backing source name, one of `valid` (all of them by default; a command that
+     * supports fewer, as migrate does, passes its own list so the message lists only those).
+     */
+    backing<const S extends BackingSourceName = BackingSourceName>(text: string, valid: readonly S[] = BACKING_SOURCES as readonly BackingSourceName[] as readonly S[]): S {
+      if (!isBackingSource(text) || !(valid as readonly string[]).includes(text)) {
+        const known = isBackingSource(text) ? `'${text}' is not supported here` : `unknown backing source '${text}'`;
+        throw usage(`-s: ${known}; one of ${valid.join(', ')}`);
+      }
+      return text as S;
     },
     /** -u: MISSING or MINOR, any case. */
     faultMode(text: string): 'MISSING' | 'MINOR' {

@@ -1,3 +1,4 @@
+import { closeSync, constants as fsc, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import { ClosedError, PermissionError, UnsupportedError } from '../errors.js';
 import { native } from '../native/binding.js';
 import { isSystemError } from '../native/errors.js';
@@ -10,10 +11,83 @@ export const KVM_DEVICE = '/dev/kvm';
 const O_RDWR = 0o2;
 const O_CLOEXEC = 0o2000000;
 
-/** What to do when /dev/kvm is not there. */
+/** What to do when /dev/kvm is not there, when nothing more is known about the machine. */
 export const KVM_MISSING_REMEDY =
   'Load the KVM module for this CPU (`modprobe kvm_intel` or `modprobe kvm_amd`) and enable virtualization ' +
   '(VT-x/AMD-V) in the firmware; in a cloud VM, enable nested virtualization';
+
+/** What works without KVM, said after every "KVM cannot be had" remedy. */
+export const WITHOUT_KVM = '`postcopy bench --vcpu-threads` runs the same experiment on plain threads, and everything that needs no vCPU works';
+
+/** The kernel log's lines about KVM, read from /dev/kmsg without blocking (empty when it is not readable). */
+export function kvmLogLines(): string[] {
+  let fd: number;
+  try {
+    fd = openSync('/dev/kmsg', fsc.O_RDONLY | fsc.O_NONBLOCK);
+  } catch {
+    return [];
+  }
+  const lines: string[] = [];
+  const buf = Buffer.alloc(8192);
+  try {
+    for (let i = 0; i < 100_000; i++) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (e) {
+        // EPIPE: a record was overwritten while reading; go on. EAGAIN: the end.
+        if ((e as NodeJS.ErrnoException).code === 'EPIPE') continue;
+        break;
+      }
+      if (n <= 0) break;
+      const record = buf.toString('utf8', 0, n);
+      const text = record.slice(record.indexOf(';') + 1).split('\n')[0]!;
+      if (/kvm/i.test(text) && !/kvm-clock/i.test(text)) lines.push(text.trim());
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return lines;
+}
+
+function cpuFlags(): Set<string> {
+  try {
+    return new Set(/^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.split(/\s+/) ?? []);
+  } catch {
+    return new Set();
+  }
+}
+
+/**
+ * Why there is no /dev/kvm on this machine and what can help, from the modules present, the
+ * CPU's flags and (where readable) the kernel log. Never a remedy that cannot help: a kernel
+ * that is itself a kvm-pvm guest cannot have KVM, whatever is loaded.
+ */
+export function kvmMissingRemedy(): string {
+  const modules = ['kvm', 'kvm_intel', 'kvm_amd', 'kvm_pvm'].filter((m) => existsSync(`/sys/module/${m}`));
+  const log = kvmLogLines();
+  const pvmGuest = log.find((l) => /itself a kvm-pvm guest/.test(l));
+  if (pvmGuest) {
+    return `KVM cannot be had on this machine: its kernel is itself a kvm-pvm guest, so kvm_pvm does not bind (kernel log: "${pvmGuest}") ` +
+      `and no module, group or permission can make ${KVM_DEVICE}; ${WITHOUT_KVM}`;
+  }
+  const flags = cpuFlags();
+  const driver = flags.has('vmx') ? 'kvm_intel' : flags.has('svm') ? 'kvm_amd' : undefined;
+  if (modules.includes('kvm_pvm') || (modules.includes('kvm') && driver && modules.includes(driver))) {
+    const bound = modules.filter((m) => m !== 'kvm').join(', ');
+    const why = log.length ? ` (kernel log: "${log[log.length - 1]}")` : ' (the kernel log is not readable here: see `dmesg | grep -i kvm` as root)';
+    return `The KVM modules are loaded (kvm, ${bound}) but made no ${KVM_DEVICE}${why}: loading modules again cannot help; ` +
+      `with kvm_pvm the host must offer PVM, with kvm_intel/kvm_amd virtualization must be enabled in the firmware or the hypervisor; ${WITHOUT_KVM}`;
+  }
+  if (driver) return `Load the KVM module for this CPU (\`modprobe ${driver}\`) and enable virtualization in the firmware; ${WITHOUT_KVM}`;
+  return `This CPU shows no vmx/svm: enable nested virtualization in the hypervisor that runs this machine (or use kvm_pvm where the host offers PVM); ${WITHOUT_KVM}`;
+}
+
+/** What to do when /dev/kvm exists but has no driver behind it (ENXIO/ENODEV). */
+export function kvmNoDriverRemedy(): string {
+  return `${KVM_DEVICE} exists but no KVM driver answers behind it. ${kvmMissingRemedy()}`;
+}
+
 /** What to do when /dev/kvm is there but this user may not open it. */
 export const KVM_PERMISSION_REMEDY =
   'Run as root, or add the user to the kvm group (`sudo usermod -aG kvm $USER`, then log in again)';
@@ -57,8 +131,11 @@ export class Kvm {
     } catch (e) {
       // ENOENT: no device node (module not loaded, or no KVM in this kernel); ENXIO/ENODEV:
       // a node without a driver behind it (module unloaded, virtualization disabled).
-      if (isSystemError(e, 'ENOENT', 'ENXIO', 'ENODEV')) {
-        throw new UnsupportedError(`${path}: KVM is not available on this machine (${(e as Error).message})`, KVM_MISSING_REMEDY);
+      if (isSystemError(e, 'ENOENT')) {
+        throw new UnsupportedError(`${path} does not exist: KVM is not available on this machine`, kvmMissingRemedy());
+      }
+      if (isSystemError(e, 'ENXIO', 'ENODEV')) {
+        throw new UnsupportedError(`${path} exists but has no KVM driver behind it (${(e as Error).message})`, kvmNoDriverRemedy());
       }
       if (isSystemError(e, 'EACCES', 'EPERM')) {
         throw new PermissionError(`${path}: permission denied`, KVM_PERMISSION_REMEDY);

@@ -4,7 +4,7 @@ import { isSystemError } from '../native/errors.js';
 import type { FeatureName, IoctlName, RegisterModeName } from '../uffd/constants.js';
 import { Userfaultfd } from '../uffd/userfaultfd.js';
 import { formatSize } from '../util/format.js';
-import { KVM_MISSING_REMEDY } from '../kvm/system.js';
+import { kvmMissingRemedy } from '../kvm/system.js';
 import { Vm } from '../kvm/vm.js';
 import { type Finding, failed, missing, ok, skipped } from './finding.js';
 import { PERMISSION_REMEDY } from './userfaultfd.js';
@@ -142,7 +142,7 @@ export function probeBacking(source: BackingSourceName, context: BackingProbeCon
   }
   let createGuestMemfd: ((size: number) => number) | undefined;
   if (source === 'guest_memfd') {
-    if (!(context.vm instanceof Vm)) return notTried(info, skipped(`not tried: no KVM VM (${context.vm.detail})`, context.vm.remedy ?? KVM_MISSING_REMEDY));
+    if (!(context.vm instanceof Vm)) return notTried(info, skipped(`not tried: no KVM VM (${context.vm.detail})`, context.vm.remedy ?? kvmMissingRemedy()));
     createGuestMemfd = context.vm.guestMemfdFactory();
   }
   let release = () => {};

@@ -43,7 +43,9 @@ export function probeCpu(): CpuReport {
   const kvmModules = MODULES.filter((m) => existsSync(`/sys/module/${m}`));
   const nested = read('/sys/module/kvm_intel/parameters/nested') ?? read('/sys/module/kvm_amd/parameters/nested') ?? null;
   let note: string;
-  if (virtualization.length > 0) note = `hardware-assisted KVM (${virtualization.join(', ')})${hypervisor ? ', nested' : ''}`;
+  if (kvmModules.length > 0 && !existsSync('/dev/kvm')) {
+    note = `KVM modules present (${kvmModules.join(', ')}) but no /dev/kvm: they did not bind (see kvm above for why and what still works)`;
+  } else if (virtualization.length > 0) note = `hardware-assisted KVM (${virtualization.join(', ')})${hypervisor ? ', nested' : ''}`;
   else if (kvmModules.length > 0) {
     note = `no vmx/svm visible: page-table based KVM${kvmModules.includes('kvm_pvm') ? ' (kvm_pvm)' : ''}; small plain guests run, full OS guests may not`;
   } else note = 'no vmx/svm visible and no KVM module loaded';

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { KvmCap, type KvmCapName, GuestMemfdFlag, flagNames, vmTypeNames } from '../kvm/constants.js';
-import { KVM_DEVICE, KVM_MISSING_REMEDY, Kvm } from '../kvm/system.js';
+import { KVM_DEVICE, Kvm, kvmMissingRemedy } from '../kvm/system.js';
 import type { Vm } from '../kvm/vm.js';
 import { formatSize, hex } from '../util/format.js';
 import { type Finding, failed, missing, ok, skipped } from './finding.js';
@@ -101,7 +101,7 @@ function unmerged(): UnmergedCapability[] {
 }
 
 function notTried(device: Finding, why: string): KvmReport {
-  const reason = skipped(`not tried: ${why}`, device.remedy ?? KVM_MISSING_REMEDY);
+  const reason = skipped(`not tried: ${why}`, device.remedy ?? kvmMissingRemedy());
   return { device, apiVersion: null, vm: reason, capabilities: [], unmerged: unmerged() };
 }
 
@@ -128,14 +128,14 @@ export interface KvmProbe {
 
 export function probeKvm(): KvmProbe {
   if (!existsSync(KVM_DEVICE)) {
-    const device = missing(`${KVM_DEVICE} does not exist`, KVM_MISSING_REMEDY);
+    const device = missing(`${KVM_DEVICE} does not exist`, kvmMissingRemedy());
     return { report: notTried(device, `no ${KVM_DEVICE}`), vm: device, close: () => {} };
   }
   let kvm: Kvm;
   try {
     kvm = Kvm.open();
   } catch (e) {
-    const device = failed(e, KVM_MISSING_REMEDY);
+    const device = failed(e, kvmMissingRemedy());
     return { report: notTried(device, `${KVM_DEVICE} did not open`), vm: device, close: () => {} };
   }
   const device = ok(`opened, API version ${kvm.apiVersion}`);

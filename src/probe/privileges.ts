@@ -1,5 +1,5 @@
-import { accessSync, constants as fs, readFileSync } from 'node:fs';
-import { KVM_DEVICE, KVM_PERMISSION_REMEDY } from '../kvm/system.js';
+import { accessSync, existsSync, constants as fs, readFileSync } from 'node:fs';
+import { KVM_DEVICE, KVM_PERMISSION_REMEDY, kvmMissingRemedy } from '../kvm/system.js';
 import { reserveRemedy } from '../memory/hugepages.js';
 import { MiB } from '../memory/constants.js';
 import { type Finding, missing, ok } from './finding.js';
@@ -71,9 +71,11 @@ export function probePrivileges(uffd: UserfaultfdReport): PrivilegesReport {
     root: euid === 0,
     capabilities,
     userfaultfd: userfaultfdGrounds(uffd, capabilities.CAP_SYS_PTRACE),
-    kvm: canAccess(KVM_DEVICE, rw)
-      ? ok('readable and writable')
-      : missing(`no read-write access to ${KVM_DEVICE}`, KVM_PERMISSION_REMEDY),
+    kvm: !existsSync(KVM_DEVICE)
+      ? missing(`${KVM_DEVICE} does not exist (no permission would help)`, kvmMissingRemedy())
+      : canAccess(KVM_DEVICE, rw)
+        ? ok('readable and writable')
+        : missing(`no read-write access to ${KVM_DEVICE}`, KVM_PERMISSION_REMEDY),
     hugepagePools: canAccess(poolFile, fs.W_OK)
       ? ok('may grow the hugepage pools')
       : missing('may not grow the hugepage pools', `Needed only to reserve pages (--reserve-hugepages). ${reserveRemedy(2 * MiB, 512)}`),

@@ -44,6 +44,12 @@ export function resultJson(r: BenchResult): object {
     perVcpuOwnTimeRate: r.vcpus.reduce((s, v) => s + v.accesses / (v.ns / 1e9), 0) / r.vcpus.length,
     vcpus: r.vcpus.map((v) => ({ ...v, seconds: v.ns / 1e9, rate: v.accesses / (v.ns / 1e9), cpuSeconds: v.cpuNs / 1e9 })),
     mismatches: r.vcpus.reduce((s, v) => s + v.mismatches, 0),
+    /** What was checked, in words: options.verify is false where there was nothing to check. */
+    verification: r.options.verify
+      ? 'every page checked against its pattern before it was written'
+      : r.options.mode === undefined
+        ? `not verified: without -u, ${r.options.source} memory starts as zeros, with no pattern to check`
+        : 'not verified (--no-verify)',
     uffd: p
       ? {
           expectedFaults: r.expectedFaults,

@@ -74,7 +74,7 @@ function registerUffds(o: BenchOptions, region: GuestRegion): Userfaultfd[] {
 }
 
 /** /dev/kvm, or why not and what to do, including running without KVM. */
-function openKvm(): Kvm {
+export function openKvm(): Kvm {
   try {
     return Kvm.open();
   } catch (e) {
