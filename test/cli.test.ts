@@ -100,7 +100,7 @@ describe('postcopy probe', () => {
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout) as ProbeReport;
     assert.equal(report.schema, 1);
-    assert.deepEqual(Object.keys(report), ['schema', 'kernel', 'privileges', 'userfaultfd', 'backings', 'kvm', 'hugepages', 'cpu']);
+    assert.deepEqual(Object.keys(report), ['schema', 'kernel', 'privileges', 'userfaultfd', 'backings', 'kvm', 'tracking', 'hugepages', 'cpu']);
     assert.equal(typeof report.kernel.release, 'string');
     assert.equal(typeof report.privileges.root, 'boolean');
     assert.ok(['ok', 'missing'].includes(report.userfaultfd.usable.status));
@@ -131,7 +131,7 @@ describe('postcopy probe', () => {
   test('the text report has every section, one line per item, and exits 0', () => {
     const r = run(['probe']);
     assert.equal(r.code, 0, r.stderr);
-    for (const section of ['privileges', 'userfaultfd', 'backing sources', 'kvm', 'hugepages', 'summary']) {
+    for (const section of ['privileges', 'userfaultfd', 'backing sources', 'kvm', 'dirty tracking', 'hugepages', 'summary']) {
       assert.match(r.stdout, new RegExp(`^${section}`, 'm'), section);
     }
     for (const source of ['anonymous', 'shmem', 'shared_hugetlb', 'guest_memfd']) assert.match(r.stdout, new RegExp(`^\\s+${source}\\s`, 'm'));

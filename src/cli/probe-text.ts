@@ -140,6 +140,15 @@ function kvm(r: ProbeReport): string[] {
   ]);
 }
 
+function tracking(r: ProbeReport): string[] {
+  const t = r.tracking;
+  return section('dirty tracking (a migration\'s source)', [
+    found('uffd-wp', t.uffdWp),
+    found('kvm-dirty-log', t.kvmDirtyLog),
+    info('migrate guest', `${t.defaultGuest} by default (--guest kvm|threads to choose)`),
+  ]);
+}
+
 function hugepages(r: ProbeReport): string[] {
   const h = r.hugepages;
   return section('hugepages', [
@@ -180,6 +189,7 @@ export function renderProbe(r: ProbeReport): string {
     userfaultfd(r),
     backings(r),
     kvm(r),
+    tracking(r),
     hugepages(r),
     cpu(r),
     summary(r),

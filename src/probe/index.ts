@@ -6,3 +6,4 @@ export type { KvmReport, CapabilityFinding, UnmergedCapability } from './kvm.js'
 export type { HugepagesReport, HugepagePoolReport } from './hugepages.js';
 export type { PrivilegesReport } from './privileges.js';
 export type { CpuReport } from './cpu.js';
+export { type TrackingReport } from './tracking.js';

@@ -5,6 +5,7 @@ import { type CpuReport, probeCpu } from './cpu.js';
 import { type HugepagesReport, probeHugepages } from './hugepages.js';
 import { type KvmReport, probeKvm } from './kvm.js';
 import { type PrivilegesReport, probePrivileges } from './privileges.js';
+import { type TrackingReport, probeTracking } from './tracking.js';
 import { type UserfaultfdReport, probeUserfaultfd } from './userfaultfd.js';
 
 export interface ProbeOptions {
@@ -30,6 +31,8 @@ export interface ProbeReport {
   readonly userfaultfd: UserfaultfdReport;
   readonly backings: BackingReport[];
   readonly kvm: KvmReport;
+  /** Dirty trackers for a migration's source, and the guest backend migrate runs by default. */
+  readonly tracking: TrackingReport;
   readonly hugepages: HugepagesReport;
   readonly cpu: CpuReport;
 }
@@ -47,6 +50,7 @@ export function probe(options: ProbeOptions = {}): ProbeReport {
       userfaultfd,
       backings,
       kvm: kvm.report,
+      tracking: probeTracking(kvm.report),
       // After the backings, so the pools show as they are, not as the tries left them mid-way.
       hugepages: probeHugepages(),
       cpu: probeCpu(),
