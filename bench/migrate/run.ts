@@ -7,7 +7,7 @@
  * (most stale pages fetched in post-copy, vCPUs faulting on some: fault latency under the
  * background stream). Prints medians and each target's verdict.
  *
- *   npm run bench:migrate -- [--runs 3] [--sizes 1G,4G] [--now-up-to 1G] [--warmup 4s] [--json]
+ *   npm run bench:migrate -- [--runs 3] [--sizes 1G,4G] [--now-up-to 1G] [--warmup 4s] [--guest kvm|threads] [--json]
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -56,7 +56,7 @@ const median = (xs: number[]) => {
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, sizes: { type: 'string' }, 'now-up-to': { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { runs: { type: 'string' }, sizes: { type: 'string' }, 'now-up-to': { type: 'string' }, warmup: { type: 'string' }, guest: { type: 'string' }, json: { type: 'boolean' } } });
   const runs = Number(values.runs ?? 3);
   const sizes = (values.sizes ?? '1G,4G').split(',').map((s) => parseSize(s)!);
   // The post-copy runs stream at NOW_BANDWIDTH: at 4 GiB that is minutes per run, so only sizes up to this get them.
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
     for (const mode of MODES) {
       // --warmup: how long the guest runs before the migration starts; 500ms (the default)
       // leaves a part of shared memory never written (sent as zero runs), 4s writes it all.
-      const base = [...mode.args, '-v', '2', '-b', String(size / 2), '--run-after', '500ms', ...(values.warmup ? ['--warmup', values.warmup] : [])];
+      const base = [...mode.args, '-v', '2', '-b', String(size / 2), '--run-after', '500ms', ...(values.warmup ? ['--warmup', values.warmup] : []), ...(values.guest ? ['--guest', values.guest] : [])];
       const policy: Run[] = [];
       const now: Run[] = [];
       for (let i = 0; i < runs; i++) {
