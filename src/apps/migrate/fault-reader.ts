@@ -43,6 +43,7 @@ export class FaultReader {
   readonly #stopFd: number;
   readonly #stats: Promise<FaultReaderStats>;
   #stopped = false;
+  #closing: Promise<unknown> = Promise.resolve();
 
   private constructor(worker: Worker, stopFd: number, stats: Promise<FaultReaderStats>) {
     this.#worker = worker;
@@ -88,23 +89,22 @@ export class FaultReader {
     return new FaultReader(worker, stopFd, stats);
   }
 
-  /** Stops the reader (after the vCPUs are paused) and returns what it did. Safe twice. */
+  /** Stops the reader (after the workers are paused) and returns what it did. Safe twice: the stop eventfd is closed once. */
   async stop(): Promise<FaultReaderStats> {
     if (!this.#stopped) {
       this.#stopped = true;
       const one = new Uint8Array(8);
       one[0] = 1;
       native.write(this.#stopFd, one);
-    }
-    try {
-      return await this.#stats;
-    } finally {
-      await this.#worker.terminate();
-      try {
+      this.#closing = this.#stats.finally(async () => {
+        await this.#worker.terminate();
+        // Once: by the time of a second stop() this number may belong to another descriptor.
         native.close(this.#stopFd);
-      } catch {
-        // closed by an earlier stop()
-      }
+      });
+      this.#closing.catch(() => undefined);
     }
+    await this.#closing;
+    return this.#stats;
   }
+
 }
