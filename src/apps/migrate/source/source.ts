@@ -272,7 +272,11 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
   const sentAtNs = process.hrtime.bigint();
   sender = new PostcopySender(stale, stalePages);
   session.enter('postcopy');
-  main.setIdleTimeout(o.timeoutMs);
+  // The main connection stays without an idle timeout: in post-copy the destination says
+  // nothing on it until COMPLETE (its requests come on the urgent one), and a slow
+  // background stream takes longer than any timeout. A destination that stops reading
+  // shows up in drain(); one that is gone closes the connection; COMPLETE is awaited
+  // with the timeout once the stream is sent.
   o.onEvent?.({ phase: 'switchover', stalePages });
 
   // Post-copy: the background stream, with requests let in between two frames.
