@@ -283,6 +283,7 @@ describe('postcopy migrate: the command line', () => {
     [['receive', '--listen', '127.0.0.1:0', '-b', '1G'], /-b is for `migrate send`/],
     [['--demo', '--postcopy-after', 'soon'], /--postcopy-after takes a duration/],
     [['--demo', '-s', 'guest_memfd'], /guest_memfd/],
+    [['--demo', '-s', 'nope'], /unknown backing source 'nope'.*shmem(?!.*guest_memfd)/],
     [['--demo', '--guest', 'qemu'], /--guest takes kvm or threads, got 'qemu'/],
     [['--demo', '--guest', 'threads', '--dirty-tracking', 'kvm-dirty-log'], /kvm-dirty-log needs --guest kvm/],
     [['receive', '--listen', '127.0.0.1:0', '--dirty-tracking', 'uffd-wp'], /--dirty-tracking is for `migrate send`/],

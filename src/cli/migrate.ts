@@ -12,8 +12,12 @@ import { TRACKER_NAMES, type TrackerName } from '../tracking/tracker.js';
 const NAME = 'postcopy migrate';
 const { usage, integer, size, duration, backing: source, faultMode } = optionParsers(NAME);
 
+/** The sources a migration moves: every backing but guest_memfd, which userfaultfd cannot register on this kernel. */
+const MIGRATE_SOURCES = BACKING_SOURCES.filter((s) => s !== 'guest_memfd');
+
 function backing(text: string | undefined): BackingSourceName | undefined {
-  return text === undefined ? undefined : source(text);
+  if (text === 'guest_memfd') throw usage('-s guest_memfd: this kernel cannot register guest_memfd with userfaultfd (see `postcopy probe`); use shmem');
+  return text === undefined ? undefined : source(text, MIGRATE_SOURCES);
 }
 
 function mode(text: string | undefined): MigrationMode | undefined {
@@ -68,7 +72,6 @@ function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
   const source = backing(v.s) ?? DEFAULTS.source;
   const m = mode(v.u) ?? defaultMode(BACKING_INFO[source].shared);
   if (m === 'minor' && !BACKING_INFO[source].shared) throw usage(`-u MINOR needs shared memory (-s shmem or shared_hugetlb), not ${source}`);
-  if (source === 'guest_memfd') throw usage('-s guest_memfd: this kernel cannot register guest_memfd with userfaultfd (see `postcopy probe`); use shmem');
   const guest = guestBackend(v.guest);
   const tracking = tracker(v['dirty-tracking']);
   if (guest === 'threads' && tracking === 'kvm-dirty-log') throw usage('--dirty-tracking kvm-dirty-log needs --guest kvm: the threads guest is tracked with uffd-wp');
@@ -169,7 +172,7 @@ export const migrateCommand: Command = {
     ['receive --listen HOST:PORT', 'wait for a source (port 0: any free port; the port is printed)'],
     ['--guest kvm|threads', 'what runs the guest (default kvm where /dev/kvm is usable, else threads; receive: refuse the other)'],
     ['--dirty-tracking kvm-dirty-log|uffd-wp', 'send: how re-dirtied pages are found (default kvm-dirty-log for kvm, uffd-wp for threads)'],
-    ['-s <source>', `backing source: ${BACKING_SOURCES.filter((s) => s !== 'guest_memfd').join(', ')} (default ${DEFAULTS.source}; receive: refuse others)`],
+    ['-s <source>', `backing source: ${MIGRATE_SOURCES.join(', ')} (default ${DEFAULTS.source}; receive: refuse others)`],
     ['-u MINOR|MISSING', 'fault mode (default MINOR for shared memory, MISSING for private; receive: refuse the other)'],
     ['-b <bytes>', `guest memory per vCPU, as bench's -b (default ${DEFAULTS.bytesPerVcpu / 2 ** 20}M)`],
     ['-v <n>', `vCPUs (default ${DEFAULTS.vcpus})`],
