@@ -23,6 +23,8 @@ export function optionParsers(command: string) {
       const b = parseSize(text);
       if (b === undefined) throw usage(`${flag} takes a size such as 256M or 1G, got '${text}'`);
       if (b <= 0) throw usage(`${flag} must be a positive size such as 256M or 1G, got '${text}'`);
+      // 2^53: past it a byte count is no longer exact, and no machine has that much memory.
+      if (!Number.isSafeInteger(b)) throw usage(`${flag} ${text} is larger than any memory (at most ${2 ** 53} bytes)`);
       return b;
     },
     /** A duration such as 500ms or 2s, in ms. */
@@ -30,6 +32,8 @@ export function optionParsers(command: string) {
       if (text === undefined) return fallback;
       const ms = parseDuration(text);
       if (ms === undefined) throw usage(`${flag} takes a duration such as 500ms or 2s, got '${text}'`);
+      // A timer takes at most 2^31 - 1 ms (~24.8 days); beyond, Node fires it at once.
+      if (ms > 2 ** 31 - 1) throw usage(`${flag} ${text} is longer than a timer can wait (at most ${2 ** 31 - 1} ms, about 24 days)`);
       return ms;
     },
     /**

@@ -3,6 +3,7 @@
  * prints the figures (text or JSON), and says whether the oracle passed.
  */
 import { spawn } from 'node:child_process';
+import { totalmem } from 'node:os';
 import { Progress } from '../../cli/progress.js';
 import type { Io } from '../../cli/command.js';
 import { PostcopyError, UnsupportedError } from '../../errors.js';
@@ -40,6 +41,7 @@ export function chooseBackend(asked: GuestBackendName | undefined, io: Io, json:
 }
 
 export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<SourceReport> {
+  checkMemory(o.bytesPerVcpu, o.vcpus, 1);
   const progress = json ? undefined : Progress.forStream(process.stderr);
   try {
     const report = await runSource({
@@ -109,7 +111,20 @@ const unprefixed = (text: string) => text.replace(/^postcopy: /gm, '');
  * guest backend, userfaultfd, and for hugetlb sources the hugepages of both sides (they
  * run on this one machine). Throws the error that names the remedy (exit 3).
  */
+/** Refuses a guest larger than this machine's memory (`copies` of it: the demo holds both sides), with a size that fits. */
+export function checkMemory(bytesPerVcpu: number, vcpus: number, copies: number): void {
+  const need = bytesPerVcpu * vcpus * copies;
+  if (need <= totalmem()) return;
+  const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
+  const fits = Math.max(1, Math.floor(totalmem() / 4 / vcpus / copies / 2 ** 20));
+  throw new UnsupportedError(
+    `-b ${formatSize(bytesPerVcpu)} × ${vcpus} vCPU(s)${copies > 1 ? ` on both sides` : ''} needs ${gib(need)} of memory; this machine has ${gib(totalmem())}`,
+    `Use -b ${fits}M or less`,
+  );
+}
+
 export function demoPreflight(send: Omit<SendOptions, 'host' | 'port'>): GuestBackendName {
+  checkMemory(send.bytesPerVcpu, send.vcpus, 2);
   if (send.guest === 'kvm') {
     const k = kvmAvailability();
     if (!k.usable) throw new UnsupportedError(`--guest kvm: ${k.reason}`, 'Leave out --guest to run the threads guest, which needs no KVM');
