@@ -4,11 +4,19 @@ export { SystemError, errnoName, isSystemError } from './native/errors.js';
 export * from './uffd/constants.js';
 export * from './uffd/events.js';
 export * from './uffd/userfaultfd.js';
+export * from './uffd/poll.js';
+export { fillAll, type FillOp } from './uffd/fill.js';
+export { mappingsIn, registerRefusal, type VmaInfo } from './uffd/register-errors.js';
 export * from './memory/constants.js';
 export * from './memory/hugepages.js';
 export * from './memory/mapping.js';
 export * from './memory/backing.js';
 export * from './memory/guest-memory.js';
+export * from './memory/pattern.js';
+export { uffdFeaturesFor } from './memory/uffd-features.js';
+export { Pager, type PagerOptions, type PagerStats } from './pager/pager.js';
+export type { Resolution, ReaderStats } from './pager/resolution.js';
+export { Histogram, type HistogramData } from './metrics/histogram.js';
 export {
   KVM_API_VERSION,
   KvmIoctl,
