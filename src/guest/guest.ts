@@ -9,6 +9,7 @@
  * backing's primary mapping; state = the program's registers as plain fields). Nothing
  * that drives a guest (apps/migrate, apps/snapshot) knows which one runs.
  */
+import type { MigrateState } from '../kvm/guest/migrate-program.js';
 import type { Backing, BackingSourceName } from '../memory/backing.js';
 import type { DirtyTracker, TrackerName } from '../tracking/tracker.js';
 
@@ -27,22 +28,12 @@ export interface GuestShape {
   readonly guestAddress: number;
 }
 
-/** A worker's progress, as the program keeps it (KVM: in its registers). */
-export interface WorkerState {
-  /** The current pass (1 is the first). */
-  readonly pass: bigint;
-  /** The next page of the slice this pass writes: pages [0, index) hold `pass`, [index, pages) hold pass - 1. */
-  readonly index: number;
-  /** Accesses that found a counter other than pass - 1: lost writes the guest saw itself. */
-  readonly mismatches: number;
-  /** Guest address of the first, 0 if none. */
-  readonly firstMismatch: number;
-  /** The guest's clock (ticks, see GuestClock) at the last access. */
-  readonly lastTsc: bigint;
-  /** The longest time between two consecutive accesses, in ticks, and the clock at its end. */
-  readonly maxGapTicks: bigint;
-  readonly maxGapEndTsc: bigint;
-}
+/**
+ * A worker's progress, as the migrate program keeps it (KVM: in its registers; threads: in
+ * its state slot). One definition, the program's: both backends run the same workload.
+ * `lastTsc` and the gap fields are in the guest's clock ticks (see GuestClock).
+ */
+export type WorkerState = MigrateState;
 
 /** The guest's own clock: the TSC for KVM, CLOCK_MONOTONIC ns for threads. */
 export interface GuestClock {
