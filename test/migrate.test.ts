@@ -74,11 +74,17 @@ const migrate_ = (args: string[], receiveArgs: string[] = []) => migrate(guest, 
 describe(`postcopy migrate (${guest} guest)`, { skip: SKIP }, () => {
   const pages = (128 * 2 ** 20) / 4096;
 
-  test('MINOR on shmem: 128 MiB, 2 vCPUs, post-copy right after the first round, not one write lost', async () => {
-    const { source, destination } = await migrate_(['-s', 'shmem', '-u', 'MINOR', '-b', '64M', '-v', '2', '--postcopy-now']);
+  test('MINOR on shmem: 128 MiB, 2 vCPUs, post-copy right after the first round, not one write lost', async (t) => {
+    const { source, destination } = await migrate_(['-s', 'shmem', '-u', 'MINOR', '-b', '64M', '-v', '2', '--postcopy-now', '--warmup', '0']);
     assert.equal(destination.mode, 'minor');
     assert.ok(destination.stalePages > 0, 'the guest dirtied pages during the first round');
-    assert.ok(source.zeroPages > 0, 'pages the guest had not written yet went as zero runs (holes in the memfd)');
+    // Pages a worker had not reached in its first pass by the pause were holes during the
+    // first round: they must have gone as ZERO runs, not as read and sent zeros. (Whether
+    // any are left depends on the machine's speed: a fast guest writes all in the warm-up.)
+    const perWorker = pages / source.states.length;
+    const unwritten = source.states.reduce((n, s) => n + (BigInt(s.pass) === 1n ? perWorker - s.index : 0), 0);
+    if (unwritten > 0) assert.ok(source.zeroPages >= unwritten, `${unwritten} page(s) never written by the pause went as zero runs (${source.zeroPages})`);
+    else t.diagnostic('every page was written before the pause: no zero runs to check this time');
     assertComplete(source, destination, pages);
   });
 

@@ -1,3 +1,4 @@
+import { cpus as onlineCpus } from 'node:os';
 import { BACKING_SOURCES } from '../memory/backing.js';
 import type { BenchOptions } from '../apps/bench/options.js';
 import { DEFAULTS } from '../apps/bench/options.js';
@@ -12,7 +13,10 @@ const { usage, integer: positiveInt, size, backing, faultMode } = optionParsers(
 function pinning(text: string, vcpus: number): { vcpuCpus: number[]; readerCpus: number[] | undefined } {
   const cpus = text.split(',').map((c) => {
     if (!/^\d+$/.test(c)) throw usage(`-c takes a comma-separated list of CPU numbers, got '${text}'`);
-    return Number(c);
+    // Checked here, not by sched_setaffinity in a vCPU thread: a number past the machine's CPUs is a usage error.
+    const cpu = Number(c);
+    if (cpu >= onlineCpus().length) throw usage(`-c: CPU ${c} does not exist here (CPUs 0-${onlineCpus().length - 1})`);
+    return cpu;
   });
   if (cpus.length < vcpus || cpus.length > vcpus + 1) {
     throw usage(`-c needs ${vcpus} CPU(s), one per vCPU, and optionally one more for the fault readers; got ${cpus.length}`);
