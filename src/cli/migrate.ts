@@ -8,6 +8,7 @@ import { optionParsers } from './values.js';
 import { GUEST_BACKENDS, type GuestBackendName } from '../guest/guest.js';
 import { isGuestBackend } from '../guest/open.js';
 import { TRACKER_NAMES, type TrackerName } from '../tracking/tracker.js';
+import { isLoopback, parseSecurity, SECURITY_HELP, SECURITY_OPTIONS, securityArgs } from './security-flags.js';
 
 const NAME = 'postcopy migrate';
 const { usage, integer, size, duration, backing: source, faultMode } = optionParsers(NAME);
@@ -64,11 +65,13 @@ const OPTIONS = {
   'map-clean': { type: 'string' },
   'run-after': { type: 'string' },
   json: { type: 'boolean' },
+  ...SECURITY_OPTIONS,
 } as const;
 
 type Values = ReturnType<typeof parseOptions<typeof OPTIONS>>['values'];
 
 function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
+  const security = parseSecurity(v, usage);
   const source = backing(v.s) ?? DEFAULTS.source;
   const m = mode(v.u) ?? defaultMode(BACKING_INFO[source].shared);
   if (m === 'minor' && !BACKING_INFO[source].shared) throw usage(`-u MINOR needs shared memory (-s shmem or shared_hugetlb), not ${source}`);
@@ -92,6 +95,7 @@ function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
     warmupMs: duration('--warmup', v.warmup, DEFAULTS.warmupMs),
     bandwidth: v.bandwidth === undefined ? 0 : size('--bandwidth', v.bandwidth, 0),
     timeoutMs: duration('--timeout', v.timeout, DEFAULTS.timeoutMs),
+    security,
   };
 }
 
@@ -105,7 +109,7 @@ function receiveTuning(v: Values): Pick<ReceiveOptions, 'mapClean' | 'runAfterMs
 export function parseMigrateArgs(args: string[]):
   | { role: 'send'; json: boolean; send: SendOptions }
   | { role: 'receive'; json: boolean; receive: ReceiveOptions }
-  | { role: 'demo'; json: boolean; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'> } {
+  | { role: 'demo'; json: boolean; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>; securityArgs: string[] } {
   const role = args[0] === 'send' || args[0] === 'receive' ? args[0] : undefined;
   const rest = role ? args.slice(1) : args;
   const { values: v } = parseOptions(NAME, rest, OPTIONS);
@@ -115,18 +119,25 @@ export function parseMigrateArgs(args: string[]):
   };
   if (role === 'send') {
     if (v.demo) throw usage('--demo runs both roles; drop `send`');
-    only(['listen', 'max-memory', 'map-clean', 'run-after'], '`migrate receive` or --demo');
+    only(['listen', 'max-memory', 'map-clean', 'run-after', 'insecure'], '`migrate receive` or --demo');
     return { role, json, send: { ...endpoint('--connect', v.connect), ...sendOptions(v) } };
   }
   if (role === 'receive') {
     if (v.demo) throw usage('--demo runs both roles; drop `receive`');
     only(['connect', 'b', 'v', 'postcopy-now', 'postcopy-after', 'max-rounds', 'max-stale', 'warmup', 'bandwidth', 'dirty-tracking'], '`migrate send` (the source proposes the guest)');
     const source = backing(v.s);
+    const listen = endpoint('--listen', v.listen);
+    if (v['tls-name'] !== undefined) throw usage('--tls-name is for `migrate send` (the name it expects of the destination)');
+    const security = parseSecurity(v, usage);
+    if (security.kind === 'plain' && !isLoopback(listen.host) && !v.insecure) {
+      throw usage(`receive --listen ${v.listen} without authentication: anyone who reaches that address could take over the migration or read guest memory; secure it with --psk-file or --tls-cert/--tls-key/--tls-ca, listen on 127.0.0.1, or say --insecure on a network you trust`);
+    }
     return {
       role,
       json,
       receive: {
-        ...endpoint('--listen', v.listen),
+        ...listen,
+        security,
         source,
         mode: mode(v.u),
         guest: guestBackend(v.guest),
@@ -137,8 +148,8 @@ export function parseMigrateArgs(args: string[]):
     };
   }
   if (!v.demo) throw usage('say `send`, `receive` or --demo');
-  only(['connect', 'listen', 'max-memory'], '`migrate send` / `migrate receive`');
-  return { role: 'demo', json, send: sendOptions(v), receive: receiveTuning(v) };
+  only(['connect', 'listen', 'max-memory', 'insecure', 'tls-name'], '`migrate send` / `migrate receive`');
+  return { role: 'demo', json, send: sendOptions(v), receive: receiveTuning(v), securityArgs: securityArgs(v) };
 }
 
 export const migrateCommand: Command = {
@@ -186,6 +197,7 @@ export const migrateCommand: Command = {
     ['--max-memory <bytes>', 'receive: refuse larger guests (default 64G)'],
     ['--map-clean before|after', 'MINOR: map clean pages before resuming the guest, or in the background after (default after)'],
     ['--run-after <duration>', `how long the guest runs on after the last page before the check (default ${DEFAULTS.runAfterMs}ms)`],
+    ...SECURITY_HELP,
     ['--json', 'print every figure as JSON'],
   ],
 
@@ -214,7 +226,7 @@ export const migrateCommand: Command = {
         throw e;
       }
     }
-    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json);
+    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json, parsed.securityArgs);
     return clean(destination) ? ExitCode.OK : ExitCode.FAILURE;
   },
 };

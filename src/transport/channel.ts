@@ -7,12 +7,15 @@
  * is called and `closed` resolves with the error.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { ConnectError, ProtocolError, errnoOf } from './errors.js';
 import { FrameDecoder } from './frame-decoder.js';
 import { checkMaxPayload, encodeHeader, formatType, type Frame, type KnownTypes } from './frame.js';
 import { formatHostPort } from './host-port.js';
+import { clientTlsOptions, PLAIN, type Security } from './security.js';
+import { TLS_REMEDY, tlsFailureReason } from './tls-failure.js';
 
 export interface ChannelOptions {
   /** The frame types this end accepts; any other fails the channel with ERR_UNKNOWN_FRAME. */
@@ -35,6 +38,8 @@ export interface ConnectOptions extends ChannelOptions {
    * 16 KiB makes a page sender wait for a drain every 4 pages, at about half the throughput.
    */
   highWaterMark?: number;
+  /** Plain TCP (default) or TLS 1.3 (certificates or a pre-shared key): the connection is authenticated before this resolves. */
+  security?: Security;
 }
 
 export const DEFAULT_HIGH_WATER_MARK = 2 ** 20;
@@ -75,20 +80,27 @@ export class Channel {
     const where = formatHostPort(host, port);
     const name = options.name ?? 'channel';
     return await new Promise((resolve, reject) => {
+      const security = options.security ?? PLAIN;
+      const tlsOptions = clientTlsOptions(security, host);
       // Sockets take Duplex options (highWaterMark) at run time; @types/node does not list them.
-      const socket = net.connect({ host, port, highWaterMark: options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK } as net.NetConnectOpts);
-      const fail = (what: string, errno: string | undefined, cause?: unknown): void => {
+      const hwm = { highWaterMark: options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK };
+      const socket: net.Socket = tlsOptions ? tls.connect({ host, port, ...tlsOptions, ...hwm } as tls.ConnectionOptions) : net.connect({ host, port, ...hwm } as net.NetConnectOpts);
+      let reached = false;
+      const fail = (what: string, errno: string | undefined, cause?: unknown, remedy = options.connectRemedy): void => {
         clearTimeout(timer);
         socket.destroy();
-        reject(new ConnectError(`${name}: cannot connect to ${where}: ${what}`, options.connectRemedy, errno, cause));
+        reject(new ConnectError(`${name}: cannot connect to ${where}: ${what}`, remedy, errno, cause));
       };
       const onError = (e: Error): void => {
         const errno = errnoOf(e);
+        // Reached over TCP, failed in the handshake: the peer is there and the security differs.
+        if (tlsOptions && reached) return fail(tlsFailureReason(e), errno, e, TLS_REMEDY);
         fail(errno ? `${CONNECT_ERRORS[errno] ?? e.message} (${errno})` : e.message, errno, e);
       };
-      const timer = timeoutMs > 0 ? setTimeout(() => fail(`no answer within ${timeoutMs} ms`, 'ETIMEDOUT'), timeoutMs) : undefined;
+      const timer = timeoutMs > 0 ? setTimeout(() => fail(`no answer within ${timeoutMs} ms${reached ? ' (TCP connected; the TLS handshake did not finish)' : ''}`, 'ETIMEDOUT'), timeoutMs) : undefined;
       socket.once('error', onError);
-      socket.once('connect', () => {
+      socket.once('connect', () => (reached = true));
+      socket.once(tlsOptions ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer);
         socket.off('error', onError);
         try {
@@ -387,6 +399,9 @@ export class Channel {
     const errno = errnoOf(e);
     if (errno && PEER_GONE.has(errno)) {
       this.#fail(new ProtocolError('ERR_PEER_CLOSED', `${this.#label}: the peer closed the connection (${errno})`, PEER_CLOSED_REMEDY, e));
+    } else if (errno?.startsWith('ERR_SSL')) {
+      // TLS 1.3: a server rejects the client's certificate after the client thinks the handshake done.
+      this.#fail(new ProtocolError('ERR_CONNECTION', `${this.#label}: ${tlsFailureReason(e)}`, TLS_REMEDY, e));
     } else {
       this.#fail(new ProtocolError('ERR_CONNECTION', `${this.#label}: the connection failed: ${e.message}`, undefined, e));
     }

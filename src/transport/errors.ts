@@ -18,6 +18,8 @@ export type ProtocolErrorCode =
   | 'ERR_PEER_SILENT'
   /** The socket failed for another reason (ETIMEDOUT, EHOSTUNREACH...). */
   | 'ERR_CONNECTION'
+  /** One side speaks TLS, the other plain TCP. */
+  | 'ERR_TLS_MISMATCH'
   /** For the layers above: a handshake's magic or version does not match. */
   | 'ERR_BAD_MAGIC'
   /** For the layers above: a well-formed frame arrived where the protocol allows no such frame. */

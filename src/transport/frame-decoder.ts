@@ -6,6 +6,7 @@
  */
 import { ClosedError } from '../errors.js';
 import { ProtocolError } from './errors.js';
+import { looksLikeTls, TLS_REMEDY } from './tls-failure.js';
 import { FRAME_HEADER_SIZE, checkHeader, checkMaxPayload, formatType, knownTypePredicate, type Frame, type KnownTypes } from './frame.js';
 
 export interface FrameDecoderOptions {
@@ -34,6 +35,7 @@ export class FrameDecoder {
   /** Once set, the decoder refuses everything with it: the stream cannot be resynchronised. */
   #error: Error | undefined;
   #ended = false;
+  #started = false;
 
   constructor(options: FrameDecoderOptions) {
     this.#maxPayload = checkMaxPayload(options.maxPayload);
@@ -54,6 +56,11 @@ export class FrameDecoder {
     if (this.#error) throw this.#error;
     if (this.#ended) throw new ClosedError('frame decoder', 'push');
     try {
+      if (!this.#started && chunk.length > 0) {
+        this.#started = true;
+        // A TLS ClientHello would otherwise read as an unknown frame type: say what it is.
+        if (looksLikeTls(chunk)) throw new ProtocolError('ERR_TLS_MISMATCH', `${this.#context}the peer speaks TLS and this side does not`, TLS_REMEDY);
+      }
       this.#decode(chunk, out);
     } catch (e) {
       this.#error = e as Error;

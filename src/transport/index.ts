@@ -4,3 +4,5 @@ export * from './frame-decoder.js';
 export * from './channel.js';
 export * from './listener.js';
 export { formatHostPort } from './host-port.js';
+export * from './security.js';
+export { tlsFailureReason } from './tls-failure.js';

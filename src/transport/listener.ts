@@ -4,10 +4,13 @@
  * peer can bring the listener down. Connections nobody has accepted yet wait in a bounded queue.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { DEFAULT_HIGH_WATER_MARK } from './channel.js';
 import { ListenError, errnoOf } from './errors.js';
 import { formatHostPort } from './host-port.js';
+import { PLAIN, serverTlsOptions, type Security } from './security.js';
+import { tlsFailureReason } from './tls-failure.js';
 
 export interface ListenOptions {
   /** Connections held until accept() takes them; more are closed at once. Default 16. */
@@ -16,6 +19,16 @@ export interface ListenOptions {
   backlog?: number;
   /** Bytes an accepted socket buffers each way before a write returns false. Default 1 MiB, as Channel.connect. */
   highWaterMark?: number;
+  /** Plain TCP (default) or TLS 1.3: with TLS only connections whose handshake succeeded are handed out. */
+  security?: Security;
+  /** A connection refused before it was handed out (a failed TLS handshake): who, and why. The listener goes on. */
+  onRefused?: (peer: string, reason: string) => void;
+  /**
+   * With certificates: a peer whose certificate did not verify (the channel is encrypted
+   * and this side is authenticated, the peer is not). Lets the layer above tell it why in
+   * its own protocol; the socket is destroyed after. Default: destroy at once.
+   */
+  tellUnauthorized?: (socket: net.Socket, reason: string) => void;
 }
 
 const DEFAULT_MAX_PENDING = 16;
@@ -45,7 +58,9 @@ export class Listener {
     if (!Number.isInteger(maxPending) || maxPending < 1) throw new InvalidArgumentError(`maxPending ${maxPending} is not a whole number >= 1`);
     if (!Number.isInteger(port) || port < 0 || port > 0xffff) throw new InvalidArgumentError(`port ${port} is not in [0, 65535]`);
     return await new Promise((resolve, reject) => {
-      const server = net.createServer({ highWaterMark: options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK });
+      const hwm = { highWaterMark: options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK };
+      const tlsOptions = serverTlsOptions(options.security ?? PLAIN);
+      const server: net.Server = tlsOptions ? tls.createServer({ ...tlsOptions, ...hwm } as tls.TlsOptions) : net.createServer(hwm);
       const onError = (e: Error): void => {
         const errno = errnoOf(e);
         server.close();
@@ -54,24 +69,52 @@ export class Listener {
       server.once('error', onError);
       server.listen({ host, port, backlog: options.backlog }, () => {
         server.off('error', onError);
-        resolve(new Listener(server, maxPending));
+        resolve(new Listener(server, maxPending, options, tlsOptions !== undefined));
       });
     });
   }
 
   readonly address: { readonly host: string; readonly port: number };
+  /** Whether connections are TLS (authenticated in the handshake). */
+  readonly secure: boolean;
   readonly #server: net.Server;
   readonly #maxPending: number;
   readonly #pending: net.Socket[] = [];
   readonly #waiters: { resolve(socket: net.Socket): void; reject(error: Error): void }[] = [];
   #closing: Promise<void> | undefined;
 
-  private constructor(server: net.Server, maxPending: number) {
+  private constructor(server: net.Server, maxPending: number, options: ListenOptions, secure: boolean) {
+    const onRefused = options.onRefused;
     const bound = server.address() as net.AddressInfo;
     this.address = { host: bound.address, port: bound.port };
+    this.secure = secure;
     this.#server = server;
     this.#maxPending = maxPending;
-    server.on('connection', this.#onConnection);
+    if (secure) {
+      // The TCP peer, named before TLS starts: a failed handshake has no address left to ask.
+      const peers = new WeakMap<net.Socket, string>();
+      server.on('connection', (raw: net.Socket) => peers.set(raw, formatHostPort(raw.remoteAddress ?? '?', raw.remotePort ?? 0)));
+      const peerOf = (s: tls.TLSSocket) => peers.get((s as unknown as { _parent?: net.Socket })._parent ?? s) ?? formatHostPort(s.remoteAddress ?? '?', s.remotePort ?? 0);
+      const certificates = options.security?.kind === 'certificate';
+      server.on('secureConnection', (socket: tls.TLSSocket) => {
+        if (certificates && !socket.authorized) {
+          const reason = `its certificate was refused: ${tlsFailureReason({ code: socket.authorizationError })}`;
+          socket.on('error', ignore);
+          onRefused?.(peerOf(socket), reason);
+          if (options.tellUnauthorized) options.tellUnauthorized(socket, reason);
+          else socket.destroy();
+          return;
+        }
+        this.#onConnection(socket);
+      });
+      // A peer that fails the handshake never becomes a connection: it is refused here, and the listener goes on.
+      server.on('tlsClientError', (e: Error, socket: tls.TLSSocket) => {
+        socket.destroy();
+        onRefused?.(peerOf(socket), tlsFailureReason(e));
+      });
+    } else {
+      server.on('connection', this.#onConnection);
+    }
     server.on('error', this.#onServerError);
   }
 

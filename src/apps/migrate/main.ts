@@ -15,6 +15,7 @@ import { Listener } from '../../transport/listener.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { formatHostPort } from '../../transport/host-port.js';
 import { formatSize } from '../../util/format.js';
+import { tellRefused } from './destination/accept.js';
 import { type DestinationReport, runDestination } from './destination/destination.js';
 import { GUEST_ADDRESS, type ReceiveOptions, type SendOptions } from './options.js';
 import { clean, destinationLines, sourceLines, toJson } from './report.js';
@@ -55,6 +56,7 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
       warmupMs: o.warmupMs,
       bandwidth: o.bandwidth,
       timeoutMs: o.timeoutMs,
+      security: o.security,
       onEvent: sourceProgress(progress, io),
     });
     progress?.clear();
@@ -70,7 +72,7 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
   // Every source needs userfaultfd here: find out now (PermissionError says what to do),
   // not by refusing each source that connects.
   Userfaultfd.open({ nonBlocking: true }).close();
-  const listener = await Listener.listen(o.host, o.port);
+  const listener = await Listener.listen(o.host, o.port, { security: o.security, onRefused: (peer, reason) => io.err(`refused ${peer}: ${reason}\n`), tellUnauthorized: tellRefused });
   const progress = json ? undefined : Progress.forStream(process.stderr);
   try {
     const report = await runDestination({
@@ -82,6 +84,7 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
       mapClean: o.mapClean,
       runAfterMs: o.runAfterMs,
       timeoutMs: o.timeoutMs,
+      security: o.security,
       onEvent: (e) => {
         // These lines go to stderr whatever the output format: the demo and tests read them.
         if (e.phase === 'listening') io.err(`listening on ${formatHostPort(e.host, e.port)}\n`);
@@ -145,14 +148,14 @@ export function demoPreflight(send: Omit<SendOptions, 'host' | 'port'>): GuestBa
  * Both roles on this machine over loopback: the destination in a child process (two
  * guests, two processes, real TCP), the source here. Prints both sides' figures.
  */
-export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>, io: Io, json: boolean): Promise<{ source: SourceReport; destination: DestinationReport }> {
+export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>, io: Io, json: boolean, securityArgs: readonly string[] = []): Promise<{ source: SourceReport; destination: DestinationReport }> {
   const guest = demoPreflight(send);
   send = { ...send, guest };
   const cli = new URL('../../cli/main.js', import.meta.url);
   const child = spawn(
     process.execPath,
     [cli.pathname, 'migrate', 'receive', '--listen', '127.0.0.1:0', '--json', '-s', send.source, '-u', send.mode.toUpperCase(), '--guest', guest,
-      '--map-clean', receive.mapClean, '--run-after', `${receive.runAfterMs}ms`, '--timeout', `${send.timeoutMs}ms`],
+      '--map-clean', receive.mapClean, '--run-after', `${receive.runAfterMs}ms`, '--timeout', `${send.timeoutMs}ms`, ...securityArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';

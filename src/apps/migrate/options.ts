@@ -2,6 +2,7 @@
 import type { BackingSourceName } from '../../memory/backing.js';
 import type { GuestBackendName } from '../../guest/guest.js';
 import type { TrackerName } from '../../tracking/tracker.js';
+import type { Security } from '../../transport/security.js';
 import type { MigrationMode } from './protocol.js';
 import type { SwitchoverPolicy } from './source/precopy.js';
 
@@ -21,6 +22,8 @@ export interface SendOptions {
   readonly warmupMs: number;
   readonly bandwidth: number;
   readonly timeoutMs: number;
+  /** Plain TCP or TLS 1.3 (certificates, or a pre-shared key) on both connections. */
+  readonly security: Security;
 }
 
 export interface ReceiveOptions {
@@ -34,6 +37,7 @@ export interface ReceiveOptions {
   readonly mapClean: 'before' | 'after';
   readonly runAfterMs: number;
   readonly timeoutMs: number;
+  readonly security: Security;
 }
 
 /** Guest memory starts at 4 GiB, above the system slot, as the bench's does. */

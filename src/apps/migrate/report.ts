@@ -18,6 +18,7 @@ export function sourceLines(s: SourceReport): string[] {
     `post-copy:  ${s.onDemandPages} page(s) on demand, ${s.backgroundPages} in the background${s.lateRequests ? `, ${s.lateRequests} request(s) for pages already sent` : ''}`,
     `total:      ${f1(s.totalMs)} ms`,
     `guest:      ${s.guest} guest, ${s.tracker} tracking; longest gap in its own progress before the pause ${f2(Math.max(...s.states.map((st) => Number(st.maxGapTicks))) / s.tscKhz)} ms (dirty tracking and a busy host)`,
+    `link:       ${s.security}`,
   ];
 }
 
@@ -26,6 +27,7 @@ export function destinationLines(d: DestinationReport): string[] {
   const stall = Number.isFinite(d.guestStallMs) ? `${f2(d.guestStallMs)} ms` : 'not measured (guest clocks could not be lined up)';
   return [
     `guest:      ${formatSize(d.pages * d.unit)}, ${d.vcpus} ${d.guest === 'kvm' ? 'vCPU(s)' : 'thread(s)'} (${d.guest} guest), ${d.source}, ${d.mode.toUpperCase()} faults; memory prepared in ${f1(d.prepareMs)} ms before accepting`,
+    `link:       ${d.security}`,
     `resume:     downtime ${f2(d.downtimeMs)} ms, of which ${f2(d.resumeMs)} ms here after SWITCHOVER${d.mode === 'minor' ? `; clean pages mapped in ${f1(d.mapCleanMs)} ms` : ''}`,
     `post-copy:  ${d.stalePages} stale page(s) in ${f1(d.postcopyMs)} ms: ${d.onDemandPages} requested, ${d.backgroundPages} from the background stream${d.duplicatePages ? `, ${d.duplicatePages} duplicate(s) dropped` : ''}`,
     `faults:     ${d.faults.faults} (${d.faults.local} resolved at once, ${d.faults.forwarded} waited on the network)` +

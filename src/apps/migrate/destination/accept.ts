@@ -12,6 +12,7 @@ import { checkShape } from '../../../guest/shape.js';
 import { BACKING_INFO, isBackingSource, type BackingSourceName } from '../../../memory/backing.js';
 import { uffdFeaturesFor } from '../../../memory/uffd-features.js';
 import { Channel } from '../../../transport/channel.js';
+import { encodeHeader } from '../../../transport/frame.js';
 import type { Listener } from '../../../transport/listener.js';
 import { Userfaultfd } from '../../../uffd/userfaultfd.js';
 import { FrameType, type Hello, MAX_PAYLOAD, MigrationProtocolError, type MigrationMode, encodeJson, frameName, isFrameType, parseHello, parseUrgent } from '../protocol.js';
@@ -66,6 +67,16 @@ export function refusal(hello: Hello, o: Pick<AcceptOptions, 'mode' | 'source' |
 
 const peerOf = (s: Socket) => `${s.remoteAddress}:${s.remotePort}`;
 export const channelOptions = (name: string, idleTimeoutMs: number) => ({ isKnownType: isFrameType, maxPayload: MAX_PAYLOAD, name, idleTimeoutMs });
+
+/**
+ * Tells a peer that was refused before it became a channel (a TLS source whose certificate
+ * did not verify) why, in an ERROR frame, and closes: nothing it sent is read.
+ */
+export function tellRefused(socket: Socket, reason: string): void {
+  const payload = encodeJson({ message: `the source's ${reason.replace(/^its /, '')}` });
+  socket.end(Buffer.concat([encodeHeader(FrameType.ERROR, 0, payload.length), payload]));
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
 
 /** Refuses a peer with an ERROR frame (best effort) and closes. */
 export async function refuse(ch: Channel, reason: string): Promise<void> {

@@ -21,6 +21,7 @@ import type { BackingSourceName } from '../../../memory/backing.js';
 import type { Channel } from '../../../transport/channel.js';
 import type { Frame } from '../../../transport/frame.js';
 import type { Listener } from '../../../transport/listener.js';
+import { describeSecurity, PLAIN, type Security } from '../../../transport/security.js';
 import type { Userfaultfd } from '../../../uffd/userfaultfd.js';
 import { FaultReader, type FaultReaderStats } from '../fault-reader.js';
 import { FrameType, type Hello, MigrationProtocolError, type MigrationMode, encodeJson, encodeRequest, errorMessage, parsePages, parseRoundEnd, parseZero } from '../protocol.js';
@@ -46,6 +47,8 @@ export interface DestinationOptions {
   /** How long the guest runs on after the last page is in, before the oracle pauses it (ms). */
   readonly runAfterMs: number;
   readonly timeoutMs: number;
+  /** What the listener was started with (it does the TLS); kept for the report. */
+  readonly security?: Security;
   readonly onEvent?: (e: DestinationEvent) => void;
 }
 
@@ -74,6 +77,8 @@ export class FrozenGuestError extends PostcopyError {
 
 export interface DestinationReport {
   readonly guest: GuestBackendName;
+  /** How both connections were secured. */
+  readonly security: string;
   readonly mode: MigrationMode;
   readonly source: BackingSourceName;
   readonly unit: number;
@@ -258,6 +263,7 @@ class Receiver {
     const t0 = this.session.history[0]?.at ?? 0;
     return {
       guest: guest.backend,
+      security: describeSecurity(this.#o.security ?? PLAIN),
       mode: hello.mode,
       source: hello.source as BackingSourceName,
       unit: this.#unit,

@@ -14,6 +14,7 @@ import type { GuestBackendName, GuestShape, MigratableGuest, WorkerState } from 
 import { createGuest, defaultTracker, programOf } from '../../../guest/open.js';
 import type { TrackerName } from '../../../tracking/tracker.js';
 import { Channel } from '../../../transport/channel.js';
+import { describeSecurity, PLAIN, type Security } from '../../../transport/security.js';
 import type { Frame } from '../../../transport/frame.js';
 import {
   FrameType,
@@ -56,6 +57,8 @@ export interface SourceOptions {
   readonly bandwidth: number;
   /** A peer silent this long (ms) is an error. */
   readonly timeoutMs: number;
+  /** Plain TCP (default) or TLS 1.3 on both connections. */
+  readonly security?: Security;
   readonly onEvent?: (e: SourceEvent) => void;
 }
 
@@ -69,6 +72,8 @@ export type SourceEvent =
 
 export interface SourceReport {
   readonly guest: GuestBackendName;
+  /** How both connections were secured. */
+  readonly security: string;
   readonly tracker: TrackerName;
   readonly unit: number;
   readonly pages: number;
@@ -130,6 +135,7 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
       isKnownType: isFrameType,
       maxPayload: MAX_PAYLOAD,
       connectRemedy: `Is \`postcopy migrate receive --listen ${o.host}:${o.port}\` running there?`,
+      security: o.security ?? PLAIN,
     };
     main = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination', idleTimeoutMs: o.timeoutMs });
     const id = randomBytes(12).toString('hex');
@@ -147,7 +153,13 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
       session: id,
     };
     main.send(FrameType.HELLO, 0, encodeJson(hello));
-    const answer = await main.next(o.timeoutMs);
+    const answer = await main.next(o.timeoutMs).catch((e: unknown) => {
+      // A TLS listener drops a plain peer in its handshake, before any frame: say what that likely means.
+      if ((o.security ?? PLAIN).kind === 'plain' && (e as { code?: string }).code === 'ERR_PEER_CLOSED') {
+        throw new PostcopyError('ERR_REFUSED', `the destination closed the connection without answering HELLO`, 'If it was started with --psk-file or --tls-*, give this side the same; else see its output');
+      }
+      throw e;
+    });
     session.admit('main', answer);
     if (answer.type === FrameType.ERROR) throw new PostcopyError('ERR_REFUSED', `the destination refused the migration: ${errorMessage(answer.payload)}`);
     parseAccept(answer.payload);
@@ -311,6 +323,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
   const h0 = session.history[0]?.at ?? 0;
   return {
     guest: guest.backend,
+    security: describeSecurity(o.security ?? PLAIN),
     tracker: tracking,
     unit,
     pages: units,
