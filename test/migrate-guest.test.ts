@@ -10,6 +10,9 @@ import { KvmGuest } from '../src/guest/kvm/kvm-guest.js';
 import { kvmAvailability } from '../src/guest/open.js';
 import { KvmDirtyLogTracker } from '../src/tracking/kvm-dirty-log.js';
 import {
+  encodeResumeAck,
+  parseResume,
+  parseResumeAck,
   FrameType,
   MigrationProtocolError,
   PROTOCOL_MAGIC,
@@ -146,7 +149,7 @@ describe('what a peer sends is checked before it is used', () => {
   const helloOf = (o: Record<string, unknown>) => Buffer.from(JSON.stringify({ ...good, ...o }));
   for (const [field, value, message] of [
     ['magic', 'http', /not a postcopy migration/],
-    ['version', 1, /protocol version 1, this side speaks 2/],
+    ['version', 2, /protocol version 2, this side speaks 3/],
     ['pageSize', 3000, /page size 3000/],
     ['memory', { guestAddress: 1, size: 4096 }, /page-aligned/],
     ['vcpus', 0, /vcpus 0/],
@@ -270,6 +273,46 @@ describe('the session states admit only the frames of their state', () => {
     s.enter('postcopy');
     s.admit('urgent', frame(FrameType.REQUEST));
     s.admit('main', frame(FrameType.COMPLETE));
+  });
+  test('post-copy recovery: paused admits nothing; recovering admits only the resume handshake; then post-copy again', () => {
+    const d = new Session('destination');
+    assert.throws(() => d.enter('paused'), /handshake → paused is not a transition/, 'nothing to pause before the guest moved');
+    d.enter('precopy');
+    assert.throws(() => d.enter('paused'), /precopy → paused/, 'a link lost in precopy fails: the source still runs the guest');
+    d.enter('switching');
+    d.enter('postcopy');
+    d.enter('paused');
+    assert.throws(() => d.admit('main', frame(FrameType.PAGES)), /PAGES frame .* while in paused/, 'an old connection\'s page is not taken while paused');
+    d.enter('recovering');
+    d.admit('main', frame(FrameType.RESUME));
+    d.admit('urgent', frame(FrameType.URGENT));
+    assert.throws(() => d.admit('main', frame(FrameType.HELLO)), /HELLO frame .* while in recovering/, 'a new migration is not a resume');
+    d.enter('paused'); // lost again while recovering
+    d.enter('recovering');
+    d.enter('postcopy');
+    d.enter('complete');
+    const s = new Session('source');
+    s.enter('precopy');
+    s.enter('switching');
+    s.enter('paused'); // lost while the switchover was in flight
+    s.enter('recovering');
+    s.admit('main', frame(FrameType.RESUME_ACK));
+    assert.throws(() => s.admit('urgent', frame(FrameType.REQUEST)), /REQUEST frame .* while in recovering/);
+  });
+  test('RESUME and RESUME_ACK are checked field by field', () => {
+    const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+    assert.deepEqual(parseResume(json({ session: 'abc', attempt: 2 })), { session: 'abc', attempt: 2 });
+    assert.throws(() => parseResume(json({ session: 'abc', attempt: 0 })), /RESUME frame: attempt 0/);
+    assert.throws(() => parseResume(json({ attempt: 1 })), /RESUME frame: session/);
+    const bitmap = new UnitBitmap(20);
+    bitmap.set(3);
+    bitmap.set(19);
+    const ack = Buffer.concat(encodeResumeAck(2, bitmap.bytes));
+    const back = parseResumeAck(ack, 20);
+    assert.equal(back.needed, 2);
+    assert.deepEqual([...back.bitmap], [...bitmap.bytes]);
+    assert.throws(() => parseResumeAck(ack, 40), /does not hold a .* bitmap of 40 pages/, 'a bitmap of another guest size');
+    assert.throws(() => parseResumeAck(Buffer.concat(encodeResumeAck(21, bitmap.bytes)), 20), /needed 21 is not a page count ≤ 20/);
   });
   test('transitions follow the migration; a failure is kept and later ones do not replace it', () => {
     const s = new Session('source');

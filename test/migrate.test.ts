@@ -246,8 +246,8 @@ describe('postcopy migrate receive: peers that do not speak the protocol', { ski
 });
 
 describe('postcopy migrate: a source that dies during post-copy', { skip: SKIP }, () => {
-  test('the destination stays paused on the missing pages and exits 1 with a clear message', async () => {
-    const { child: dst, port } = await receiver(['--timeout', '3s']);
+  test('the destination pauses, waits --recover-timeout for it, stays paused on the missing pages and exits 1 with a clear message', async () => {
+    const { child: dst, port } = await receiver(['--timeout', '3s', '--recover-timeout', '2s']);
     // A slow background stream and enough memory keep post-copy going long enough to kill the source in it.
     const src = sender(port, ['-s', 'shmem', '-b', '128M', '-v', '2', '--postcopy-now', '--bandwidth', '1M'], 'threads');
     await src.waitFor(/switchover: \d+ stale/);
@@ -255,22 +255,24 @@ describe('postcopy migrate: a source that dies during post-copy', { skip: SKIP }
     src.process.kill('SIGKILL');
     const code = await dst.exited(30_000);
     assert.equal(code, 1, dst.stderr());
-    assert.match(dst.stderr(), /page\(s\) never arrived, so the guest stays paused .* will not run on partial memory/);
+    assert.match(dst.stderr(), /post-copy paused: /, 'the lost link paused post-copy first');
+    assert.match(dst.stderr(), /did not resume it within 2000 ms.*page\(s\) never arrived, so the guest stays paused .* will not run on partial memory/);
     assert.doesNotMatch(dst.stderr(), /\n\s+at /, 'no stack trace');
     assert.equal(dst.stdout(), '', 'no report: the guest was not run on to a check');
   });
 });
 
 describe('postcopy migrate: a destination that dies during post-copy', { skip: SKIP }, () => {
-  test('the source stops within its timeout, exit 1, naming the destination; its guest stays paused', async () => {
+  test('the source pauses, retries for --recover-timeout, then exits 1 naming the destination; its guest stays paused', async () => {
     const { child: dst, port } = await receiver(['--timeout', '3s']);
     // Large enough that the vCPUs' own requests (never rate-limited) cannot finish post-copy before the kill.
-    const src = sender(port, ['-s', 'shmem', '-b', '128M', '-v', '2', '--postcopy-now', '--bandwidth', '1M', '--timeout', '3s'], 'threads');
+    const src = sender(port, ['-s', 'shmem', '-b', '128M', '-v', '2', '--postcopy-now', '--bandwidth', '1M', '--timeout', '3s', '--recover-timeout', '2s'], 'threads');
     await dst.waitFor(/resumed/);
     dst.process.kill('SIGKILL');
     const code = await src.exited(30_000);
     assert.equal(code, 1, src.stderr());
-    assert.match(src.stderr(), /postcopy: .*(destination|peer)/);
+    assert.match(src.stderr(), /post-copy paused: /);
+    assert.match(src.stderr(), /postcopy: .*the destination did not resume it within 2000 ms/);
     assert.doesNotMatch(src.stderr(), /\n\s+at /, 'no stack trace');
     assert.equal(src.stdout(), '', 'no report: the migration did not complete');
   });

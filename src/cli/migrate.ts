@@ -61,6 +61,7 @@ const OPTIONS = {
   warmup: { type: 'string' },
   bandwidth: { type: 'string' },
   timeout: { type: 'string' },
+  'recover-timeout': { type: 'string' },
   'max-memory': { type: 'string' },
   'map-clean': { type: 'string' },
   'run-after': { type: 'string' },
@@ -95,6 +96,7 @@ function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
     warmupMs: duration('--warmup', v.warmup, DEFAULTS.warmupMs),
     bandwidth: v.bandwidth === undefined ? 0 : size('--bandwidth', v.bandwidth, 0),
     timeoutMs: duration('--timeout', v.timeout, DEFAULTS.timeoutMs),
+    recoverTimeoutMs: duration('--recover-timeout', v['recover-timeout'], DEFAULTS.recoverTimeoutMs),
     security,
   };
 }
@@ -109,7 +111,13 @@ function receiveTuning(v: Values): Pick<ReceiveOptions, 'mapClean' | 'runAfterMs
 export function parseMigrateArgs(args: string[]):
   | { role: 'send'; json: boolean; send: SendOptions }
   | { role: 'receive'; json: boolean; receive: ReceiveOptions }
+  | { role: 'recover'; json: boolean; pid: number }
   | { role: 'demo'; json: boolean; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>; securityArgs: string[] } {
+  if (args[0] === 'recover') {
+    const rest = args.slice(1);
+    if (rest.length !== 1 || !/^\d{1,9}$/.test(rest[0]!)) throw usage('recover takes the pid of a running `postcopy migrate send` or `receive`: `postcopy migrate recover PID`');
+    return { role: 'recover', json: false, pid: Number(rest[0]) };
+  }
   const role = args[0] === 'send' || args[0] === 'receive' ? args[0] : undefined;
   const rest = role ? args.slice(1) : args;
   const { values: v } = parseOptions(NAME, rest, OPTIONS);
@@ -144,6 +152,7 @@ export function parseMigrateArgs(args: string[]):
         maxMemory: size('--max-memory', v['max-memory'], DEFAULTS.maxMemory),
         ...receiveTuning(v),
         timeoutMs: duration('--timeout', v.timeout, DEFAULTS.timeoutMs),
+        recoverTimeoutMs: duration('--recover-timeout', v['recover-timeout'], DEFAULTS.recoverTimeoutMs),
       },
     };
   }
@@ -193,7 +202,9 @@ export const migrateCommand: Command = {
     ['--max-stale <pages>', `switch as soon as a round would send no more than this (default ${DEFAULTS.maxStalePages})`],
     ['--warmup <duration>', `let the guest run this long before migrating (default ${DEFAULTS.warmupMs}ms)`],
     ['--bandwidth <bytes>', 'limit the post-copy background stream to this many bytes/s (requested pages are never limited)'],
-    ['--timeout <duration>', `a peer silent this long is an error (default ${DEFAULTS.timeoutMs / 1000}s)`],
+    ['--timeout <duration>', `a peer silent this long is an error; in post-copy, a lost link (default ${DEFAULTS.timeoutMs / 1000}s)`],
+    ['--recover-timeout <duration>', `post-copy paused by a lost link: reconnect (send) or wait (receive) this long (default ${DEFAULTS.recoverTimeoutMs / 1000}s)`],
+    ['recover PID', 'make a paused migration (its pid) retry reconnecting at once, as QEMU\'s migrate-recover'],
     ['--max-memory <bytes>', 'receive: refuse larger guests (default 64G)'],
     ['--map-clean before|after', 'MINOR: map clean pages before resuming the guest, or in the background after (default after)'],
     ['--run-after <duration>', `how long the guest runs on after the last page before the check (default ${DEFAULTS.runAfterMs}ms)`],
@@ -206,6 +217,11 @@ export const migrateCommand: Command = {
     const m = await import('../apps/migrate/main.js');
     const { FrozenGuestError } = await import('../apps/migrate/destination/destination.js');
     const { clean } = await import('../apps/migrate/report.js');
+    if (parsed.role === 'recover') {
+      const { askToRecover } = await import('../apps/migrate/recover-command.js');
+      io.err(`${askToRecover(parsed.pid)}\n`);
+      return ExitCode.OK;
+    }
     if (parsed.role === 'send') {
       await m.sendMain(parsed.send, io, parsed.json);
       return ExitCode.OK;

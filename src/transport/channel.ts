@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { ConnectError, ProtocolError, errnoOf } from './errors.js';
 import { FrameDecoder } from './frame-decoder.js';
-import { checkMaxPayload, encodeHeader, formatType, type Frame, type KnownTypes } from './frame.js';
+import { checkMaxPayload, encodeHeader, formatType, knownTypePredicate, type Frame, type KnownTypes } from './frame.js';
 import { formatHostPort } from './host-port.js';
 import { clientTlsOptions, PLAIN, type Security } from './security.js';
 import { TLS_REMEDY, tlsFailureReason } from './tls-failure.js';
@@ -26,7 +26,17 @@ export interface ChannelOptions {
   idleTimeoutMs?: number;
   /** Names the channel in messages: 'source', 'urgent channel'. Default 'channel'. */
   name?: string;
+  /**
+   * Send an empty KEEPALIVE frame when nothing was sent for this long (0: never, the
+   * default), so that a peer with an idle timeout tells a quiet link from a lost one.
+   * KEEPALIVE frames are taken by the channel and never delivered. Both ends must be of
+   * this version.
+   */
+  keepaliveMs?: number;
 }
+
+/** Frame type 0 is the transport's own: a keepalive, never delivered to the layer above. */
+export const KEEPALIVE = 0;
 
 export interface ConnectOptions extends ChannelOptions {
   /** Give up connecting after this long. Default 10000; 0 = the kernel's own timeout. */
@@ -147,6 +157,8 @@ export class Channel {
   #closeTimer: NodeJS.Timeout | undefined;
   #lastReceive = performance.now();
   #resolveClosed!: (error: Error | undefined) => void;
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+  #sentSinceKeepalive = false;
   #bytesSent = 0;
   #bytesReceived = 0;
   #framesSent = 0;
@@ -157,7 +169,9 @@ export class Channel {
     this.peer = formatHostPort(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
     this.#label = `${this.name} with ${this.peer}`;
     this.#maxPayload = checkMaxPayload(options.maxPayload);
-    this.#decoder = new FrameDecoder({ maxPayload: this.#maxPayload, isKnownType: options.isKnownType, name: this.#label });
+    const known = knownTypePredicate(options.isKnownType);
+    this.#decoder = new FrameDecoder({ maxPayload: this.#maxPayload, isKnownType: (t) => t === KEEPALIVE || known(t), name: this.#label });
+    this.setKeepalive(options.keepaliveMs ?? 0);
     this.#idleMs = checkTimeout('idleTimeoutMs', options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
     this.#socket = socket;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
@@ -227,7 +241,24 @@ export class Channel {
     for (const part of parts) if (part.byteLength > 0) ok = socket.write(part);
     this.#bytesSent += header.length + length;
     this.#framesSent++;
+    this.#sentSinceKeepalive = true;
     return ok;
+  }
+
+  /** Starts (ms > 0) or stops (0) keepalives; see ChannelOptions.keepaliveMs. */
+  setKeepalive(ms: number): void {
+    checkTimeout('keepaliveMs', ms);
+    clearInterval(this.#keepaliveTimer);
+    this.#keepaliveTimer = undefined;
+    if (ms === 0 || this.#error || this.#finished) return;
+    this.#keepaliveTimer = setInterval(() => {
+      if (this.#sentSinceKeepalive) this.#sentSinceKeepalive = false;
+      else if (!this.#error && !this.#closeRequested && !this.#finished && this.#socket.writable && this.#socket.writableLength === 0) {
+        this.send(KEEPALIVE, 0);
+        this.#sentSinceKeepalive = false;
+      }
+    }, ms);
+    this.#keepaliveTimer.unref();
   }
 
   /** Resolves when the socket no longer asks for a drain (at once if it does not); rejects if the channel fails first. */
@@ -353,6 +384,7 @@ export class Channel {
   };
 
   #deliver(frame: Frame): void {
+    if (frame.type === KEEPALIVE) return;
     if (this.#handler && this.#queue.length === 0) {
       try {
         this.#handler(frame);
@@ -456,6 +488,8 @@ export class Channel {
   }
 
   #stopTimers(): void {
+    clearInterval(this.#keepaliveTimer);
+    this.#keepaliveTimer = undefined;
     clearTimeout(this.#idleTimer);
     clearTimeout(this.#closeTimer);
     this.#idleTimer = this.#closeTimer = undefined;

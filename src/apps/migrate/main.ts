@@ -16,6 +16,7 @@ import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { formatHostPort } from '../../transport/host-port.js';
 import { formatSize } from '../../util/format.js';
 import { tellRefused } from './destination/accept.js';
+import { RECOVER_SIGNAL } from './recover-command.js';
 import { type DestinationReport, runDestination } from './destination/destination.js';
 import { GUEST_ADDRESS, type ReceiveOptions, type SendOptions } from './options.js';
 import { clean, destinationLines, sourceLines, toJson } from './report.js';
@@ -25,7 +26,14 @@ function sourceProgress(progress: Progress | undefined, io: Io) {
   return (e: SourceEvent) => {
     if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages in ${e.ms.toFixed(0)} ms`);
     else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.sent}/${e.of} stale pages sent`);
-    else if (e.phase === 'switchover') {
+    else if (e.phase === 'paused') {
+      progress?.clear();
+      io.err(`post-copy paused: ${e.reason}; reconnecting (\`postcopy migrate recover ${process.pid}\` retries at once)\n`);
+    } else if (e.phase === 'retry') progress?.update(`post-copy paused: attempt ${e.attempt} failed (${e.reason}); next in ${e.inMs} ms`);
+    else if (e.phase === 'recovered') {
+      progress?.clear();
+      io.err(`post-copy resumed (attempt ${e.attempt}, paused ${e.pausedMs.toFixed(0)} ms): ${e.needed} page(s) still to send\n`);
+    } else if (e.phase === 'switchover') {
       progress?.clear();
       // Always said, --json or not, terminal or not: a supervisor or a test waits for this line.
       io.err(`switchover: ${e.stalePages} stale page(s); post-copy started\n`);
@@ -57,6 +65,8 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
       bandwidth: o.bandwidth,
       timeoutMs: o.timeoutMs,
       security: o.security,
+      recoverTimeoutMs: o.recoverTimeoutMs,
+      onRecoverRequest: (retry) => process.on(RECOVER_SIGNAL, retry),
       onEvent: sourceProgress(progress, io),
     });
     progress?.clear();
@@ -72,6 +82,8 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
   // Every source needs userfaultfd here: find out now (PermissionError says what to do),
   // not by refusing each source that connects.
   Userfaultfd.open({ nonBlocking: true }).close();
+  // `postcopy migrate recover` on this side: nothing to do but say so (the listener is open).
+  process.on(RECOVER_SIGNAL, () => io.err('recover: this destination is listening; the source reconnects to it\n'));
   const listener = await Listener.listen(o.host, o.port, { security: o.security, onRefused: (peer, reason) => io.err(`refused ${peer}: ${reason}\n`), tellUnauthorized: tellRefused });
   const progress = json ? undefined : Progress.forStream(process.stderr);
   try {
@@ -85,11 +97,14 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
       runAfterMs: o.runAfterMs,
       timeoutMs: o.timeoutMs,
       security: o.security,
+      recoverTimeoutMs: o.recoverTimeoutMs,
       onEvent: (e) => {
         // These lines go to stderr whatever the output format: the demo and tests read them.
         if (e.phase === 'listening') io.err(`listening on ${formatHostPort(e.host, e.port)}\n`);
         else if (e.phase === 'refused') io.err(`refused ${e.peer}: ${e.reason}\n`);
         else if (e.phase === 'accepted') io.err(`accepted ${e.peer}: ${formatSize(e.hello.memory.size)}, ${e.hello.vcpus} vCPU(s), ${e.hello.source}, ${e.hello.mode.toUpperCase()}\n`);
+        else if (e.phase === 'paused') io.err(`post-copy paused: ${e.reason}; ${e.missingPages} page(s) missing; the guest runs on where it can, waiting for the source to resume (up to ${o.recoverTimeoutMs} ms)\n`);
+        else if (e.phase === 'recovered') io.err(`post-copy resumed after ${e.pausedMs.toFixed(0)} ms: ${e.needed} page(s) still needed, ${e.requests} request(s) asked again\n`);
         else if (e.phase === 'resumed') io.err(`resumed: ${e.stalePages} stale page(s), downtime ${e.downtimeMs.toFixed(2)} ms\n`);
         else if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages`);
         else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.received}/${e.of} stale pages in`);
@@ -155,7 +170,7 @@ export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive
   const child = spawn(
     process.execPath,
     [cli.pathname, 'migrate', 'receive', '--listen', '127.0.0.1:0', '--json', '-s', send.source, '-u', send.mode.toUpperCase(), '--guest', guest,
-      '--map-clean', receive.mapClean, '--run-after', `${receive.runAfterMs}ms`, '--timeout', `${send.timeoutMs}ms`, ...securityArgs],
+      '--map-clean', receive.mapClean, '--run-after', `${receive.runAfterMs}ms`, '--timeout', `${send.timeoutMs}ms`, '--recover-timeout', `${send.recoverTimeoutMs}ms`, ...securityArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';

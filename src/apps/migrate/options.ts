@@ -24,6 +24,8 @@ export interface SendOptions {
   readonly timeoutMs: number;
   /** Plain TCP or TLS 1.3 (certificates, or a pre-shared key) on both connections. */
   readonly security: Security;
+  /** How long a paused post-copy tries to reconnect before giving up (ms). */
+  readonly recoverTimeoutMs: number;
 }
 
 export interface ReceiveOptions {
@@ -38,6 +40,8 @@ export interface ReceiveOptions {
   readonly runAfterMs: number;
   readonly timeoutMs: number;
   readonly security: Security;
+  /** How long a paused post-copy waits for the source to resume (ms). */
+  readonly recoverTimeoutMs: number;
 }
 
 /** Guest memory starts at 4 GiB, above the system slot, as the bench's does. */
@@ -52,6 +56,7 @@ export const DEFAULTS = {
   maxStalePages: 256,
   warmupMs: 500,
   timeoutMs: 10_000,
+  recoverTimeoutMs: 60_000,
   runAfterMs: 1000,
   maxMemory: 64 * 2 ** 30,
   mapClean: 'after' as const,

@@ -15,8 +15,8 @@
 import { PostcopyError } from '../../errors.js';
 import { type GuestBackendName, GUEST_BACKENDS } from '../../guest/guest.js';
 
-/** 2: HELLO names the guest backend; SWITCHOVER carries backend-defined state blobs. */
-export const PROTOCOL_VERSION = 2;
+/** 2: HELLO names the guest backend; SWITCHOVER carries backend-defined state blobs. 3: KEEPALIVE, RESUME, RESUME_ACK (post-copy recovery). */
+export const PROTOCOL_VERSION = 3;
 /** HELLO.magic: a peer that is not a postcopy migration is refused by name. */
 export const PROTOCOL_MAGIC = 'postcopy-migrate';
 
@@ -38,6 +38,10 @@ export const FrameType = {
   URGENT: 10,
   /** Precopy only: u64 guest address, u64 length: pages the source never wrote (zeros), sent without their bytes. */
   ZERO: 11,
+  /** Post-copy recovery, first frame of a new main connection: { session, attempt }. */
+  RESUME: 12,
+  /** The destination's answer: u32 length of a JSON header { needed }, the header, then the bitmap of pages it still needs. */
+  RESUME_ACK: 13,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -181,6 +185,33 @@ export function parseComplete(payload: Uint8Array, pages: number): { pages: numb
   const v = decodeJson(FrameType.COMPLETE, payload);
   if (v.pages !== pages) throw field(FrameType.COMPLETE, 'pages', v.pages, `the guest's ${pages} pages`);
   return { pages };
+}
+
+/** RESUME: the session a new connection resumes, and which attempt of this source's this is. */
+export function parseResume(payload: Uint8Array): { session: string; attempt: number } {
+  const v = decodeJson(FrameType.RESUME, payload);
+  if (typeof v.session !== 'string' || v.session.length === 0 || v.session.length > 64) throw field(FrameType.RESUME, 'session', v.session, 'a session id');
+  if (!isInt(v.attempt, 1)) throw field(FrameType.RESUME, 'attempt', v.attempt, 'an attempt number ≥ 1');
+  return { session: v.session, attempt: v.attempt };
+}
+
+/** RESUME_ACK: the pages the destination still needs, as a bitmap of `units` bits (LSB first). */
+export function encodeResumeAck(needed: number, bitmap: Uint8Array): Uint8Array[] {
+  const json = encodeJson({ needed });
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32LE(json.length);
+  return [head, json, bitmap];
+}
+
+export function parseResumeAck(payload: Uint8Array, units: number): { needed: number; bitmap: Uint8Array } {
+  const bytes = Math.ceil(units / 8);
+  if (payload.byteLength < 4) throw new MigrationProtocolError(`RESUME_ACK frame of ${payload.byteLength} bytes is too short`);
+  const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  const len = b.readUInt32LE(0);
+  if (4 + len + bytes !== b.length) throw new MigrationProtocolError(`RESUME_ACK frame of ${b.length} bytes does not hold a ${len}-byte header and a bitmap of ${units} pages`);
+  const v = decodeJson(FrameType.RESUME_ACK, b.subarray(4, 4 + len));
+  if (!isInt(v.needed, 0, units)) throw field(FrameType.RESUME_ACK, 'needed', v.needed, `a page count ≤ ${units}`);
+  return { needed: v.needed, bitmap: new Uint8Array(b.subarray(4 + len)) };
 }
 
 /** URGENT: the session this connection joins. */

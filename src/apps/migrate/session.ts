@@ -8,6 +8,11 @@
  *              (destination: SWITCHOVER is being applied; frames behind it wait)
  *   postcopy   the destination's guest runs; stale pages come on request or in the background
  *   complete   every page is in
+ *   paused     (from switching, post-copy or recovering) the link was lost or went silent:
+ *              both sides keep everything; the destination's workers that need a missing
+ *              page wait, the others run on (QEMU's postcopy-paused)
+ *   recovering a new connection resumes the session: the destination says which pages it
+ *              still needs, the source re-queues them (QEMU's postcopy-recover)
  *   failed     (from any state) the migration ended with an error
  *
  * Every frame is checked against the state it arrives in, on the connection it arrives
@@ -18,7 +23,7 @@ import { PostcopyError } from '../../errors.js';
 import type { Frame } from '../../transport/frame.js';
 import { FrameType, MigrationProtocolError, frameName } from './protocol.js';
 
-export type SessionState = 'handshake' | 'precopy' | 'switching' | 'postcopy' | 'complete' | 'failed';
+export type SessionState = 'handshake' | 'precopy' | 'switching' | 'postcopy' | 'paused' | 'recovering' | 'complete' | 'failed';
 export type Connection = 'main' | 'urgent';
 export type Side = 'source' | 'destination';
 
@@ -26,13 +31,15 @@ export type Side = 'source' | 'destination';
 const NEXT: Readonly<Record<SessionState, readonly SessionState[]>> = {
   handshake: ['precopy'],
   precopy: ['switching'],
-  switching: ['postcopy'],
-  postcopy: ['complete'],
+  switching: ['postcopy', 'paused'],
+  postcopy: ['complete', 'paused'],
+  paused: ['recovering'],
+  recovering: ['postcopy', 'paused'],
   complete: [],
   failed: [],
 };
 
-const { HELLO, ACCEPT, ERROR, PAGES, ROUND_END, SWITCHOVER, RESUMED, REQUEST, COMPLETE, URGENT, ZERO } = FrameType;
+const { HELLO, ACCEPT, ERROR, PAGES, ROUND_END, SWITCHOVER, RESUMED, REQUEST, COMPLETE, URGENT, ZERO, RESUME, RESUME_ACK } = FrameType;
 type Admits = Readonly<Record<SessionState, Readonly<Partial<Record<Connection, readonly number[]>>>>>;
 
 /** What a side may receive, by state and connection. */
@@ -46,6 +53,9 @@ export const ADMITS: Readonly<Record<Side, Admits>> = {
     postcopy: { main: [PAGES, ERROR], urgent: [PAGES] },
     // The last page is in: the source may still be sending pages that crossed COMPLETE (dropped).
     complete: { main: [PAGES, ERROR], urgent: [PAGES] },
+    // The old connections are gone; nothing is read until a source resumes.
+    paused: {},
+    recovering: { main: [RESUME], urgent: [URGENT] },
     failed: {},
   },
   // Frames the source receives from the destination.
@@ -57,6 +67,8 @@ export const ADMITS: Readonly<Record<Side, Admits>> = {
     postcopy: { main: [RESUMED, COMPLETE, ERROR], urgent: [REQUEST, ERROR] },
     // Requests that crossed COMPLETE.
     complete: { main: [ERROR], urgent: [REQUEST] },
+    paused: {},
+    recovering: { main: [RESUME_ACK, ERROR] },
     failed: {},
   },
 };

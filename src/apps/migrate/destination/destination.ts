@@ -18,16 +18,18 @@ import { PostcopyError } from '../../../errors.js';
 import type { GuestBackendName, MigratableGuest, WorkerState } from '../../../guest/guest.js';
 import { alignClock, checkGuest, longestGap, type OracleResult } from '../../../guest/oracle.js';
 import type { BackingSourceName } from '../../../memory/backing.js';
-import type { Channel } from '../../../transport/channel.js';
 import type { Frame } from '../../../transport/frame.js';
 import type { Listener } from '../../../transport/listener.js';
 import { describeSecurity, PLAIN, type Security } from '../../../transport/security.js';
 import type { Userfaultfd } from '../../../uffd/userfaultfd.js';
 import { FaultReader, type FaultReaderStats } from '../fault-reader.js';
-import { FrameType, type Hello, MigrationProtocolError, type MigrationMode, encodeJson, encodeRequest, errorMessage, parsePages, parseRoundEnd, parseZero } from '../protocol.js';
+import { FrameType, type Hello, MigrationProtocolError, type MigrationMode, encodeJson, encodeRequest, encodeResumeAck, errorMessage, frameName, parsePages, parseResume, parseRoundEnd, parseZero } from '../protocol.js';
 import { Session, type SessionState } from '../session.js';
 import { parseSwitchover, type Switchover } from '../switchover.js';
-import { acceptSource, acceptUrgent } from './accept.js';
+import { acceptSource, acceptUrgent, channelOptions, refuse } from './accept.js';
+import { DEFAULT_RECOVER_TIMEOUT_MS, isLinkLoss, keepaliveFor, RecoveryTimeoutError } from '../link-loss.js';
+import { UnitBitmap } from '../stale-set.js';
+import { Channel } from '../../../transport/channel.js';
 import { mapCleanPages } from './clean-mapper.js';
 import { PagePlacer } from './placement.js';
 import { PageRequests } from './requests.js';
@@ -49,6 +51,8 @@ export interface DestinationOptions {
   readonly timeoutMs: number;
   /** What the listener was started with (it does the TLS); kept for the report. */
   readonly security?: Security;
+  /** A link lost in post-copy waits this long (ms) for the source to resume before the guest is given up. Default 60 s. */
+  readonly recoverTimeoutMs?: number;
   readonly onEvent?: (e: DestinationEvent) => void;
 }
 
@@ -60,6 +64,8 @@ export type DestinationEvent =
   | { phase: 'round'; round: number; pages: number }
   | { phase: 'resumed'; stalePages: number; downtimeMs: number }
   | { phase: 'postcopy'; received: number; of: number }
+  | { phase: 'paused'; reason: string; missingPages: number }
+  | { phase: 'recovered'; needed: number; pausedMs: number; requests: number }
   | { phase: 'complete' }
   | { phase: 'checked'; lostWrites: number };
 
@@ -112,6 +118,8 @@ export interface DestinationReport {
   readonly guestStallMs: number;
   /** The session's states with their times (ms since the first). */
   readonly timeline: readonly { state: SessionState; atMs: number }[];
+  /** Post-copy pauses (link lost) and recoveries: how many, how long paused in all. */
+  readonly recovery: { readonly pauses: number; readonly pausedMs: number };
   readonly states: readonly WorkerState[];
   readonly oracle: OracleResult;
 }
@@ -164,7 +172,13 @@ class Receiver {
   readonly #guest: MigratableGuest;
   readonly #uffd: Userfaultfd;
   readonly #hello: Hello;
-  readonly #main: Channel;
+  #main: Channel;
+  #urgent: Channel | undefined;
+  #pauses = 0;
+  #pausedMs = 0;
+  #pausedAt = 0;
+  /** The link went while SWITCHOVER was being applied: pause once it is. */
+  #lostInSwitch: Error | undefined;
   readonly #o: DestinationOptions;
   readonly #prepareMs: number;
   readonly #memory: { guestAddress: number; size: number };
@@ -180,7 +194,7 @@ class Receiver {
   #mapping: Promise<void> = Promise.resolve();
   #lastEvent = 0;
   /** Frames that arrive while SWITCHOVER is applied wait here. */
-  #queue: { connection: 'main' | 'urgent'; frame: Frame }[] = [];
+  #queue: { connection: 'main' | 'urgent'; frame: Frame; from: Channel }[] = [];
   readonly #finished: Promise<void>;
   #finish!: () => void;
   #fail!: (e: Error) => void;
@@ -210,10 +224,106 @@ class Receiver {
     if (state === 'failed' || state === 'complete') return;
     // Only once the guest has run on partial memory: before go(), pausing it stops its
     // workers at the pause word before they touch a page.
-    const frozen = state === 'postcopy' && this.placer.remaining > 0;
+    const frozen = (state === 'postcopy' || state === 'paused' || state === 'recovering') && this.placer.remaining > 0;
     const err = this.session.fail(frozen ? new FrozenGuestError(`post-copy failed: ${e.message}`, this.placer.remaining) : e);
     this.#fail(err);
   };
+
+  /** A channel went: in post-copy the link is lost and the session pauses; otherwise it fails. */
+  #linkDown = (ch: Channel, e: Error): void => {
+    if (ch !== this.#main && ch !== this.#urgent) return;
+    const state = this.session.state;
+    if (state === 'paused' || state === 'recovering' || state === 'failed' || state === 'complete') return;
+    if (!isLinkLoss(e) || state === 'precopy' || state === 'handshake') return this.#failWith(e);
+    if (state === 'switching') {
+      this.#lostInSwitch ??= e;
+      return;
+    }
+    this.#pause(e);
+  };
+
+  #attach(main: Channel, urgent: Channel): void {
+    this.#main = main;
+    this.#urgent = urgent;
+    main.onFrame((f) => this.#receive('main', f, main));
+    urgent.onFrame((f) => this.#receive('urgent', f, urgent));
+    for (const ch of [main, urgent]) void ch.closed.then((e) => e && this.#linkDown(ch, e));
+  }
+
+  /**
+   * QEMU's postcopy-paused: drop both connections, keep everything else. Workers that touch
+   * a missing page wait in their fault (its request is kept and sent again on resume); the
+   * others run on. The source is expected back on the listener.
+   */
+  #pause(e: Error): void {
+    this.session.enter('paused');
+    this.#pauses++;
+    this.#pausedAt = performance.now();
+    this.#main.destroy();
+    this.#urgent?.destroy();
+    this.#urgent = undefined;
+    this.#o.onEvent?.({ phase: 'paused', reason: e.message, missingPages: this.placer.remaining });
+    this.#recover().catch((r: Error) => this.#failWith(r));
+  }
+
+  /** Waits on the listener for the source to resume this session; refuses anyone else meanwhile. */
+  async #recover(): Promise<void> {
+    const limit = this.#o.recoverTimeoutMs ?? DEFAULT_RECOVER_TIMEOUT_MS;
+    const deadline = performance.now() + limit;
+    const timeout = this.#o.timeoutMs;
+    let last: Error | undefined;
+    for (;;) {
+      const left = Math.floor(deadline - performance.now());
+      if (left <= 0) throw new RecoveryTimeoutError('destination', limit, last);
+      let timer: NodeJS.Timeout | undefined;
+      const socket = await Promise.race([
+        this.#o.listener.accept(),
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), left))),
+      ]).finally(() => clearTimeout(timer));
+      if (!socket) continue;
+      if (this.session.state === 'failed') return void socket.destroy();
+      const ch = Channel.fromSocket(socket, { ...channelOptions('source', timeout), keepaliveMs: keepaliveFor(timeout) });
+      let resumed = false;
+      try {
+        const f = await ch.next(Math.min(timeout || left, left));
+        if (f.type !== FrameType.RESUME) throw new MigrationProtocolError(`this destination is in a paused post-copy and takes only RESUME for its session, not ${frameName(f.type)}`);
+        if (parseResume(f.payload).session !== this.#hello.session) throw new MigrationProtocolError('RESUME for another session: this destination is in a paused post-copy of its own');
+        resumed = true;
+        this.session.enter('recovering');
+        // What is still missing here is what the source must send: pages that were on the
+        // wire when the link went come again; pages that arrived are not sent twice.
+        const needed = new UnitBitmap(this.placer.units);
+        for (let u = 0; u < this.placer.units; u++) if (!this.placer.states.present(u)) needed.set(u);
+        const count = needed.count();
+        ch.send(FrameType.RESUME_ACK, 0, ...encodeResumeAck(count, needed.bytes));
+        const urgent = await acceptUrgent({ ...this.#o, timeoutMs: Math.min(timeout || left, left), onRefused: (peer, reason) => this.#o.onEvent?.({ phase: 'refused', peer, reason }) }, this.#hello.session);
+        urgent.setIdleTimeout(timeout);
+        urgent.setKeepalive(keepaliveFor(timeout));
+        this.#attach(ch, urgent);
+        // Requests in flight when the link went: asked again, in the order they were made.
+        const asked = this.#requests.outstanding();
+        for (const u of asked) urgent.send(FrameType.REQUEST, 0, encodeRequest(this.#memory.guestAddress + u * this.#unit));
+        this.session.enter('postcopy');
+        const pausedMs = performance.now() - this.#pausedAt;
+        this.#pausedMs += pausedMs;
+        this.#o.onEvent?.({ phase: 'recovered', needed: count, pausedMs, requests: asked.length });
+        if (this.placer.remaining === 0) this.#complete();
+        return;
+      } catch (e) {
+        last = e as Error;
+        if (!resumed) {
+          const reason = (e as Error).message;
+          this.#o.onEvent?.({ phase: 'refused', peer: ch.peer, reason });
+          await refuse(ch, reason);
+          continue;
+        }
+        ch.destroy();
+        if (!isLinkLoss(e)) throw e;
+        // Lost again while recovering: wait for the next attempt.
+        if (this.session.state === 'recovering') this.session.enter('paused');
+      }
+    }
+  }
 
   async stopReader(): Promise<FaultReaderStats | undefined> {
     const r = this.#reader;
@@ -226,8 +336,10 @@ class Receiver {
     const guest = this.#guest;
     const hello = this.#hello;
     const primary = guest.backing.primary;
-    void this.#main.closed.then((e) => e && this.#failWith(e));
-    void urgent.closed.then((e) => e && this.#failWith(e));
+    // Both ends send keepalives: silence on either connection is a lost link.
+    urgent.setIdleTimeout(this.#o.timeoutMs);
+    urgent.setKeepalive(keepaliveFor(this.#o.timeoutMs));
+    this.#main.setKeepalive(keepaliveFor(this.#o.timeoutMs));
     // Everything that takes long is done now, before the source pauses its guest: the
     // registration (the guest's mapping is touched only by the guest, and by UFFDIO_COPY in
     // MISSING mode), the fault reader, the worker threads.
@@ -238,19 +350,25 @@ class Receiver {
       (m) => {
         // Placed between the reader's look and now: the placement woke the worker.
         if (this.placer.states.present(m.page)) return;
-        if (this.#requests.fault(m)) urgent.send(FrameType.REQUEST, 0, encodeRequest(this.#memory.guestAddress + m.page * this.#unit));
+        // While paused the request is only kept: it is asked again when the source resumes.
+        if (this.#requests.fault(m) && this.session.state === 'postcopy') {
+          try {
+            this.#urgent?.send(FrameType.REQUEST, 0, encodeRequest(this.#memory.guestAddress + m.page * this.#unit));
+          } catch (e) {
+            if (!isLinkLoss(e)) throw e;
+          }
+        }
       },
       this.#failWith,
     );
     await guest.arm();
     this.session.enter('precopy');
-    this.#main.onFrame((f) => this.#receive('main', f));
-    urgent.onFrame((f) => this.#receive('urgent', f));
+    this.#attach(this.#main, urgent);
 
     await this.#finished;
     await this.#mapping;
     this.#main.expectClose();
-    urgent.expectClose();
+    this.#urgent?.expectClose();
     // The source is done; the guest runs on alone.
     await sleep(this.#o.runAfterMs);
     await guest.pause();
@@ -285,17 +403,20 @@ class Receiver {
       blocktimeMs: this.#requests.blocktimeMs,
       guestStallMs: this.#clockAligned ? Number(longestGap(finalStates)) / sw.ticksPerMs : NaN,
       timeline: this.session.history.map((e) => ({ state: e.to, atMs: e.at - t0 })),
+      recovery: { pauses: this.#pauses, pausedMs: this.#pausedMs },
       states: finalStates,
       oracle,
     };
   }
 
   /** Every frame from the source: checked against the state, then handled. */
-  #receive(connection: 'main' | 'urgent', f: Frame): void {
+  #receive(connection: 'main' | 'urgent', f: Frame, from: Channel): void {
+    // Frames an old connection delivered before it went are not the session's any more.
+    if (from !== this.#main && from !== this.#urgent) return;
     try {
       this.session.admit(connection, f);
       if (this.session.state === 'switching' && f.type !== FrameType.ERROR) {
-        this.#queue.push({ connection, frame: f });
+        this.#queue.push({ connection, frame: f, from });
         return;
       }
       this.#handle(connection, f);
@@ -335,7 +456,8 @@ class Receiver {
           () => {
             const queued = this.#queue;
             this.#queue = [];
-            for (const q of queued) this.#receive(q.connection, q.frame);
+            for (const q of queued) this.#receive(q.connection, q.frame, q.from);
+            if (this.#lostInSwitch && this.session.state === 'postcopy') this.#pause(this.#lostInSwitch);
           },
           (e: Error) => this.#failWith(e),
         );
@@ -364,7 +486,12 @@ class Receiver {
     this.#requests.setWorkers(guest.go());
     this.#resumedAtNs = process.hrtime.bigint();
     this.session.enter('postcopy');
-    this.#main.send(FrameType.RESUMED, 0, encodeJson({ resumedAtNs: String(this.#resumedAtNs) }));
+    try {
+      this.#main.send(FrameType.RESUMED, 0, encodeJson({ resumedAtNs: String(this.#resumedAtNs) }));
+    } catch (e) {
+      // The link went during the switchover: the guest runs, post-copy pauses (see #linkDown).
+      if (!isLinkLoss(e)) throw e;
+    }
     this.#o.onEvent?.({ phase: 'resumed', stalePages: sw.stalePages, downtimeMs: ms(this.#resumedAtNs - sw.pausedAtNs) });
     if (hello.mode === 'minor' && this.#o.mapClean === 'after') {
       this.#mapping = clean().then((t) => void (this.#mapCleanMs = t));
@@ -387,7 +514,12 @@ class Receiver {
   #complete(): void {
     this.#completeAtNs = process.hrtime.bigint();
     this.session.enter('complete');
-    this.#main.send(FrameType.COMPLETE, 0, encodeJson({ pages: this.placer.units }));
+    try {
+      this.#main.send(FrameType.COMPLETE, 0, encodeJson({ pages: this.placer.units }));
+    } catch (e) {
+      // Every page is here: the guest no longer needs the source, whatever the link does.
+      if (!isLinkLoss(e)) throw e;
+    }
     this.#o.onEvent?.({ phase: 'complete' });
     this.#finish();
   }

@@ -36,6 +36,11 @@ export class PageRequests {
     return true;
   }
 
+  /** The pages asked for and not yet in, in the order they were asked (a Map keeps it). */
+  outstanding(): number[] {
+    return [...this.#requested.keys()];
+  }
+
   /** Unit `u` is in at `now` (epoch ms): the waits on it end. */
   arrived(u: number, now: number): void {
     const r = this.#requested.get(u);

@@ -7,7 +7,7 @@
 import { UnitBitmap } from '../stale-set.js';
 
 export class PostcopySender {
-  readonly #pending: UnitBitmap;
+  #pending: UnitBitmap;
   readonly #units: number;
   #cursor = 0;
   remaining: number;
@@ -15,12 +15,24 @@ export class PostcopySender {
   backgroundPages = 0;
   /** Requests for pages the background stream had already sent (they crossed on the wire). */
   lateRequests = 0;
+  /** Pages sent again after a recovery: they were on the wire when the link was lost. */
+  resentPages = 0;
 
   /** `stale` is taken over: its bits are cleared as pages go. */
   constructor(stale: UnitBitmap, stalePages: number) {
     this.#pending = stale;
     this.#units = stale.units;
     this.remaining = stalePages;
+  }
+
+  /**
+   * After a recovery: the destination's word on what it still needs replaces what this side
+   * thought pending. Pages it needs that were sent already were lost on the wire with the link.
+   */
+  resume(needed: UnitBitmap, count: number): void {
+    for (let u = needed.next(0); u >= 0; u = needed.next(u + 1)) if (!this.#pending.has(u)) this.resentPages++;
+    this.#pending = needed;
+    this.remaining = count;
   }
 
   /** A request for unit `u`: true if it must be sent now (it was still pending). */

@@ -12,8 +12,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PostcopyError } from '../../../errors.js';
 import type { GuestBackendName, GuestShape, MigratableGuest, WorkerState } from '../../../guest/guest.js';
 import { createGuest, defaultTracker, programOf } from '../../../guest/open.js';
+import { checkGuest, type OracleResult } from '../../../guest/oracle.js';
 import type { TrackerName } from '../../../tracking/tracker.js';
-import { Channel } from '../../../transport/channel.js';
+import { Channel, type ConnectOptions } from '../../../transport/channel.js';
 import { describeSecurity, PLAIN, type Security } from '../../../transport/security.js';
 import type { Frame } from '../../../transport/frame.js';
 import {
@@ -32,8 +33,10 @@ import {
   parseComplete,
   parseRequest,
   parseResumed,
+  parseResumeAck,
   parseRoundAck,
 } from '../protocol.js';
+import { backoffMs, DEFAULT_RECOVER_TIMEOUT_MS, isLinkLoss, keepaliveFor, RecoveryTimeoutError } from '../link-loss.js';
 import { Session, type SessionState } from '../session.js';
 import { UnitBitmap } from '../stale-set.js';
 import { encodeSwitchover } from '../switchover.js';
@@ -59,6 +62,10 @@ export interface SourceOptions {
   readonly timeoutMs: number;
   /** Plain TCP (default) or TLS 1.3 on both connections. */
   readonly security?: Security;
+  /** A link lost in post-copy is re-made for this long (ms) before the migration fails. Default 60 s. */
+  readonly recoverTimeoutMs?: number;
+  /** Called once with a function that makes a paused source retry at once (`postcopy migrate recover`). */
+  readonly onRecoverRequest?: (retryNow: () => void) => void;
   readonly onEvent?: (e: SourceEvent) => void;
 }
 
@@ -68,6 +75,9 @@ export type SourceEvent =
   | { phase: 'round'; round: number; pages: number; ms: number }
   | { phase: 'switchover'; stalePages: number }
   | { phase: 'postcopy'; sent: number; of: number }
+  | { phase: 'paused'; reason: string }
+  | { phase: 'retry'; attempt: number; inMs: number; reason: string }
+  | { phase: 'recovered'; attempt: number; needed: number; pausedMs: number }
   | { phase: 'complete' };
 
 export interface SourceReport {
@@ -104,7 +114,10 @@ export interface SourceReport {
   readonly tscKhz: number;
   /** The session's states with their times (ms since the first). */
   readonly timeline: readonly { state: SessionState; atMs: number }[];
+  /** Post-copy pauses (link lost) and recoveries: how many, how long paused in all, pages sent again. */
+  readonly recovery: { readonly pauses: number; readonly pausedMs: number; readonly resentPages: number };
 }
+
 
 /** Keep at most this much queued in the socket before waiting for it to drain. */
 const HIGH_WATER = 2 ** 20;
@@ -137,7 +150,7 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
       connectRemedy: `Is \`postcopy migrate receive --listen ${o.host}:${o.port}\` running there?`,
       security: o.security ?? PLAIN,
     };
-    main = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination', idleTimeoutMs: o.timeoutMs });
+    main = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination', idleTimeoutMs: o.timeoutMs, keepaliveMs: keepaliveFor(o.timeoutMs) });
     const id = randomBytes(12).toString('hex');
     const hello: Hello = {
       magic: PROTOCOL_MAGIC,
@@ -163,14 +176,26 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
     session.admit('main', answer);
     if (answer.type === FrameType.ERROR) throw new PostcopyError('ERR_REFUSED', `the destination refused the migration: ${errorMessage(answer.payload)}`);
     parseAccept(answer.payload);
-    urgent = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination (urgent)', idleTimeoutMs: 0 });
+    urgent = await Channel.connect(o.host, o.port, { ...channelOptions, name: 'destination (urgent)', idleTimeoutMs: 0, keepaliveMs: keepaliveFor(o.timeoutMs) });
     urgent.send(FrameType.URGENT, 0, encodeJson({ session: id }));
     o.onEvent?.({ phase: 'connected', host: o.host, port: o.port });
-    return await migrate(guest, tracking, session, main, urgent, o);
+    const links = { main, urgent };
+    try {
+      return await migrate(guest, tracking, session, links, id, channelOptions, o);
+    } finally {
+      // Recovery may have replaced them: the finally below closes the last ones.
+      main = links.main;
+      urgent = links.urgent;
+    }
   } catch (e) {
+    const stage = session.state;
     session.fail(e as Error);
     main?.destroy();
     urgent?.destroy();
+    // Lost before the switchover: the guest never left, so it runs on here (QEMU's source
+    // resumes too). Shown, not assumed: it must make progress after the failure and its
+    // memory must check clean.
+    if (stage === 'precopy' && guest.running) throw await keptRunning(guest, e as Error);
     if (guest.running) await guest.pause().catch(() => undefined);
     throw e;
   } finally {
@@ -179,7 +204,38 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
   }
 }
 
-async function migrate(guest: MigratableGuest, tracking: TrackerName, session: Session, main: Channel, urgent: Channel, o: SourceOptions): Promise<SourceReport> {
+/** A migration that failed in precopy, with what the source's guest did after. */
+export class MigrationAbortedError extends PostcopyError {
+  override name = 'MigrationAbortedError';
+  constructor(cause: Error, readonly ranOn: boolean, readonly oracle: OracleResult) {
+    super(
+      'ERR_MIGRATION_ABORTED',
+      `the migration failed in precopy: ${cause.message}; the guest ${ranOn ? 'ran on here after the failure' : 'did NOT run on here'}, and its memory checks ${oracle.lostWrites === 0 && oracle.guestMismatches === 0 ? `clean (${oracle.checkedPages} pages)` : `with ${oracle.lostWrites} lost write(s)`}; the destination discards its copy`,
+      'Fix the link or the destination and migrate again',
+    );
+    this.cause = cause;
+  }
+}
+
+/** Lets the guest run on for a moment after a precopy failure, then pauses it and checks it. */
+async function keptRunning(guest: MigratableGuest, cause: Error): Promise<MigrationAbortedError> {
+  const at = guest.clock().ticks;
+  await sleep(200);
+  await guest.pause();
+  const states = guest.states();
+  return new MigrationAbortedError(cause, states.some((st) => st.lastTsc > at), checkGuest(guest, states));
+}
+
+
+interface Links {
+  main: Channel;
+  urgent: Channel;
+}
+
+type ChannelBase = Pick<ConnectOptions, 'isKnownType' | 'maxPayload' | 'connectRemedy' | 'security'>;
+
+async function migrate(guest: MigratableGuest, tracking: TrackerName, session: Session, links: Links, id: string, channelOptions: ChannelBase, o: SourceOptions): Promise<SourceReport> {
+  let { main } = links;
   const tracker = guest.tracker!;
   const unit = guest.unit;
   const units = o.shape.size / unit;
@@ -197,7 +253,34 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
   const done = new Promise<void>((resolve, reject) => ((complete = resolve), (failed = reject)));
   done.catch(() => undefined);
   const fail = (e: Error) => failed(session.fail(e));
-  const receive = (connection: 'main' | 'urgent') => (f: Frame) => {
+  // In post-copy the guest lives on both hosts: a lost link pauses (and recovery is tried),
+  // anything else fails. `lost` wakes the post-copy stream when its links go.
+  let lost!: Promise<never>;
+  let loseLinks!: (e: Error) => void;
+  const newGeneration = () => {
+    lost = new Promise<never>((_, reject) => (loseLinks = reject));
+    lost.catch(() => undefined);
+  };
+  newGeneration();
+  let pauses = 0;
+  let pausedMs = 0;
+  let pausedAt = 0;
+  const pause = (e: Error) => {
+    session.enter('paused');
+    pauses++;
+    pausedAt = performance.now();
+    links.main.destroy();
+    links.urgent.destroy();
+    o.onEvent?.({ phase: 'paused', reason: e.message });
+    loseLinks(e);
+  };
+  const linkDown = (e: Error) => {
+    const state = session.state;
+    if (state === 'failed' || state === 'complete' || state === 'paused' || state === 'recovering') return;
+    if ((state === 'switching' || state === 'postcopy') && isLinkLoss(e)) return pause(e);
+    fail(e);
+  };
+  const receive = (connection: 'main' | 'urgent', ch: Channel) => (f: Frame) => {
     try {
       session.admit(connection, f);
       switch (f.type) {
@@ -214,7 +297,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
           return complete();
         case FrameType.REQUEST: {
           const u = (parseRequest(f.payload, unit, { guestAddress: base, size: o.shape.size }) - base) / unit;
-          if (sender?.request(u)) sendRun(urgent, memory, unit, base, u, 1);
+          if (sender?.request(u)) sendRun(links.urgent, memory, unit, base, u, 1);
           return;
         }
         case FrameType.ERROR:
@@ -223,13 +306,16 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
           throw new MigrationProtocolError(`unhandled ${frameName(f.type)} frame on the ${connection} connection`);
       }
     } catch (e) {
-      fail(e as Error);
+      // Only the current links speak for the session: an old one's last gasp is not news.
+      if (ch === links.main || ch === links.urgent) linkDown(e as Error);
     }
   };
-  main.onFrame(receive('main'));
-  urgent.onFrame(receive('urgent'));
-  void main.closed.then((e) => e && fail(e));
-  void urgent.closed.then((e) => e && fail(e));
+  const attach = (m: Channel, u: Channel) => {
+    m.onFrame(receive('main', m));
+    u.onFrame(receive('urgent', u));
+    for (const ch of [m, u]) void ch.closed.then((e) => e && (ch === links.main || ch === links.urgent) && linkDown(e));
+  };
+  attach(links.main, links.urgent);
   // Precopy only sends: a destination that goes quiet shows up as a send buffer that does not drain.
   main.setIdleTimeout(0);
 
@@ -284,41 +370,110 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
   const sentAtNs = process.hrtime.bigint();
   sender = new PostcopySender(stale, stalePages);
   session.enter('postcopy');
-  // The main connection stays without an idle timeout: in post-copy the destination says
-  // nothing on it until COMPLETE (its requests come on the urgent one), and a slow
-  // background stream takes longer than any timeout. A destination that stops reading
-  // shows up in drain(); one that is gone closes the connection; COMPLETE is awaited
-  // with the timeout once the stream is sent.
+  // From now on the destination is quiet on both connections until COMPLETE, but for its
+  // keepalives and requests: silence is a lost link, and a lost link pauses, not fails.
+  links.main.setIdleTimeout(o.timeoutMs);
+  links.urgent.setIdleTimeout(o.timeoutMs);
   o.onEvent?.({ phase: 'switchover', stalePages });
 
-  // Post-copy: the background stream, with requests let in between two frames.
+  // Post-copy: the background stream, with requests let in between two frames; after a
+  // lost link, recovery, and the stream goes on with what the destination still needs.
+  let retryNow: (() => void) | undefined;
+  o.onRecoverRequest?.(() => retryNow?.());
   const started = performance.now();
   let lastEvent = 0;
-  for (let run = sender.nextRun(unitsPerRun); run; run = sender.nextRun(unitsPerRun)) {
-    sendRun(main, memory, unit, base, run[0], run[1]);
-    await drain(main);
-    if (o.bandwidth > 0) {
-      const due = started + ((sender.backgroundPages * unit) / o.bandwidth) * 1000;
-      const wait = due - performance.now();
-      if (wait > 0) await sleep(wait);
+  const stream = async () => {
+    for (let run = sender!.nextRun(unitsPerRun); run; run = sender!.nextRun(unitsPerRun)) {
+      sendRun(links.main, memory, unit, base, run[0], run[1]);
+      await Promise.race([drain(links.main), lost]);
+      if (o.bandwidth > 0) {
+        const due = started + ((sender!.backgroundPages * unit) / o.bandwidth) * 1000;
+        const wait = due - performance.now();
+        if (wait > 0) await Promise.race([sleep(wait), lost]);
+      }
+      await Promise.race([new Promise((r) => setImmediate(r)), lost]);
+      if (session.state === 'failed') throw session.error;
+      if (performance.now() - lastEvent > 100) {
+        lastEvent = performance.now();
+        o.onEvent?.({ phase: 'postcopy', sent: stalePages - sender!.remaining, of: stalePages });
+      }
     }
-    await new Promise((r) => setImmediate(r));
-    if (session.state === 'failed') break;
-    if (performance.now() - lastEvent > 100) {
-      lastEvent = performance.now();
-      o.onEvent?.({ phase: 'postcopy', sent: stalePages - sender.remaining, of: stalePages });
+    o.onEvent?.({ phase: 'postcopy', sent: stalePages - sender!.remaining, of: stalePages });
+    const s = silence(o.timeoutMs, 'the destination did not confirm it has every page');
+    try {
+      await Promise.race([done, s.promise, lost]);
+    } finally {
+      s.cancel();
     }
-  }
-  o.onEvent?.({ phase: 'postcopy', sent: stalePages - sender.remaining, of: stalePages });
-  const s = silence(o.timeoutMs, 'the destination did not confirm it has every page');
-  try {
-    await Promise.race([done, s.promise]);
-  } finally {
-    s.cancel();
+  };
+  const recover = async () => {
+    const limit = o.recoverTimeoutMs ?? DEFAULT_RECOVER_TIMEOUT_MS;
+    const deadline = performance.now() + limit;
+    let last: Error | undefined;
+    for (let n = 1; ; n++) {
+      const left = Math.floor(deadline - performance.now());
+      if (left <= 0) throw new RecoveryTimeoutError('source', limit, last);
+      let m: Channel | undefined;
+      let u: Channel | undefined;
+      try {
+        const options = { ...channelOptions, idleTimeoutMs: o.timeoutMs, keepaliveMs: keepaliveFor(o.timeoutMs), connectTimeoutMs: Math.max(1, Math.min(o.timeoutMs || left, left)) };
+        m = await Channel.connect(o.host, o.port, { ...options, name: 'destination' });
+        session.enter('recovering');
+        m.send(FrameType.RESUME, 0, encodeJson({ session: id, attempt: n }));
+        const ack = await m.next(Math.min(o.timeoutMs || left, left));
+        session.admit('main', ack);
+        if (ack.type === FrameType.ERROR) throw new PostcopyError('ERR_REFUSED', `the destination refused to resume post-copy: ${errorMessage(ack.payload)}`);
+        const need = parseResumeAck(ack.payload, units);
+        const needed = new UnitBitmap(units, need.bitmap);
+        if (needed.count() !== need.needed) throw new MigrationProtocolError(`RESUME_ACK frame: needed says ${need.needed}, the bitmap holds ${needed.count()}`);
+        u = await Channel.connect(o.host, o.port, { ...options, name: 'destination (urgent)' });
+        u.send(FrameType.URGENT, 0, encodeJson({ session: id }));
+        links.main = m;
+        links.urgent = u;
+        newGeneration();
+        sender!.resume(needed, need.needed);
+        attach(m, u);
+        session.enter('postcopy');
+        const ms_ = performance.now() - pausedAt;
+        pausedMs += ms_;
+        o.onEvent?.({ phase: 'recovered', attempt: n, needed: need.needed, pausedMs: ms_ });
+        return;
+      } catch (e) {
+        m?.destroy();
+        u?.destroy();
+        if (!isLinkLoss(e) || session.state === 'failed') throw e;
+        last = e as Error;
+        if (session.state === 'recovering') session.enter('paused');
+        const wait = Math.min(backoffMs(n), Math.max(0, deadline - performance.now()));
+        o.onEvent?.({ phase: 'retry', attempt: n, inMs: wait, reason: last.message });
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, wait);
+          retryNow = () => (clearTimeout(t), resolve());
+        });
+        retryNow = undefined;
+      }
+    }
+  };
+  for (;;) {
+    try {
+      await stream();
+      break;
+    } catch (e) {
+      if (session.state === 'failed') throw session.error ?? e;
+      if (session.state !== 'paused') {
+        if (!isLinkLoss(e)) throw e;
+        pause(e as Error);
+      }
+      try {
+        await recover();
+      } catch (r) {
+        throw session.fail(r as Error);
+      }
+    }
   }
   const endNs = process.hrtime.bigint();
-  main.expectClose();
-  urgent.expectClose();
+  links.main.expectClose();
+  links.urgent.expectClose();
   o.onEvent?.({ phase: 'complete' });
   const h0 = session.history[0]?.at ?? 0;
   return {
@@ -343,5 +498,6 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     states: states.map((st) => guest.decodeState(st)),
     tscKhz: ticksPerMs,
     timeline: session.history.map((e) => ({ state: e.to, atMs: e.at - h0 })),
+    recovery: { pauses, pausedMs, resentPages: sender.resentPages },
   };
 }
