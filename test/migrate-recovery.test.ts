@@ -112,7 +112,7 @@ for (const [guest, SKIP] of GUESTS) {
 describe('migrate: a link lost in precopy', { skip: NO_UFFD }, () => {
   test('the source\'s guest runs on there (checked clean), the destination discards its copy; both exit non-zero naming the cause', async () => {
     // Many rounds of a guest that keeps dirtying: precopy lasts until the cut.
-    const r = await start('threads', ['--max-rounds', '1000', '--max-stale', '0', '--postcopy-after', '60s']);
+    const r = await start('threads', ['--max-rounds', '1000', '--max-stale', '0', '--postcopy-after', '60s', '--keep-precopy']);
     await r.dst.waitFor(/accepted /);
     await sleep(500);
     r.relay.cut();

@@ -106,9 +106,13 @@ describe(`postcopy migrate (${guest} guest)`, { skip: SKIP }, () => {
       assert.ok(source.rounds.length >= 1 && source.rounds.length <= 8, `1 to --max-rounds rounds, got ${source.rounds.length}`);
       if (reason === 'small-dirty-set') assert.ok(lastDirty <= 256, `switched on a small set, yet it held ${lastDirty}`);
       else if (reason === 'postcopy-after') assert.ok(source.precopyMs >= after, `switched on time after ${source.precopyMs} ms, before ${after} ms`);
-      else assert.equal(reason, 'max-rounds');
+      else if (reason === 'not-converging') {
+        // The last round did not shrink the set: the look after it found ≥ 90% of what it sent.
+        const last = source.rounds.at(-1)!;
+        assert.ok(last.next && last.next.dirty >= 0.9 * last.pages, `switched for not converging after a round of ${last.pages} pages that left ${last.next?.dirty} dirty`);
+      } else assert.equal(reason, 'max-rounds');
       if (reason === 'max-rounds') assert.equal(source.rounds.length, 8);
-      else assert.ok(lastDirty <= 256 || source.precopyMs >= after, 'no reason to stop before the round limit');
+      else assert.ok(lastDirty <= 256 || source.precopyMs >= after || reason === 'not-converging', 'no reason to stop before the round limit');
       assertComplete(source, destination, pages);
     }
   });

@@ -12,6 +12,11 @@ import { parseArgs } from 'node:util';
 import { Channel } from '../../src/transport/channel.js';
 import { Listener } from '../../src/transport/listener.js';
 import { parseSize } from '../../src/util/format.js';
+import { PLAIN, PSK_IDENTITY, type Security } from '../../src/transport/security.js';
+
+/** The key both ends of a TLS measurement use (a benchmark's, not a secret). */
+const BENCH_PSK: Security = { kind: 'psk', key: Buffer.alloc(32, 0x5a), identity: PSK_IDENTITY };
+const securityOf = (tls: boolean) => (tls ? BENCH_PSK : PLAIN);
 
 const DATA = 1;
 const DONE = 2;
@@ -26,8 +31,8 @@ export interface LinkFigures {
   readonly rttMs: { p50: number; p99: number };
 }
 
-async function sink(): Promise<void> {
-  const listener = await Listener.listen('127.0.0.1', 0);
+async function sink(tls: boolean): Promise<void> {
+  const listener = await Listener.listen('127.0.0.1', 0, { security: securityOf(tls) });
   process.send!({ port: listener.address.port });
   const memory = new Uint8Array(64 * 2 ** 20);
   let at = 0;
@@ -45,11 +50,12 @@ async function sink(): Promise<void> {
   await listener.close();
 }
 
-export async function measureLink(bytes = 2 ** 30, pings = 2000): Promise<LinkFigures> {
-  const child = fork(new URL(import.meta.url).pathname, ['sink'], { stdio: 'inherit' });
+/** `tls`: both connections' way, TLS 1.3 with a pre-shared key (what `--psk-file` does). */
+export async function measureLink(bytes = 2 ** 30, pings = 2000, tls = false): Promise<LinkFigures> {
+  const child = fork(new URL(import.meta.url).pathname, ['sink', tls ? 'tls' : 'plain'], { stdio: 'inherit' });
   try {
     const port = await new Promise<number>((resolve) => child.once('message', (m: { port: number }) => resolve(m.port)));
-    const ch = await Channel.connect('127.0.0.1', port, { isKnownType: known, maxPayload: 2 ** 24, idleTimeoutMs: 0 });
+    const ch = await Channel.connect('127.0.0.1', port, { isKnownType: known, maxPayload: 2 ** 24, idleTimeoutMs: 0, security: securityOf(tls) });
     const source = new Uint8Array(64 * 2 ** 20).fill(7);
     const frame = 256 * 1024;
     const t0 = process.hrtime.bigint();
@@ -77,7 +83,7 @@ export async function measureLink(bytes = 2 ** 30, pings = 2000): Promise<LinkFi
   }
 }
 
-if (process.argv[2] === 'sink') await sink();
+if (process.argv[2] === 'sink') await sink(process.argv[3] === 'tls');
 else if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({ options: { bytes: { type: 'string' }, pings: { type: 'string' } } });
   console.log(JSON.stringify(await measureLink(parseSize(values.bytes ?? '1G'), Number(values.pings ?? 2000))));

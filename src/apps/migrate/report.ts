@@ -10,15 +10,24 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v), 2);
 }
 
+/** What the last look before the switchover found: the set, the rates, the time to send it. */
+function lastLook(s: SourceReport): string {
+  const n = s.rounds.at(-1)?.next;
+  if (!n) return '';
+  return ` (the last look found ${n.dirty} dirty page(s): ${f1(n.predictedMs)} ms to send at ${f1(n.bandwidthMBps)} MB/s; the guest dirtied ${f1(n.dirtyPagesPerSecond)} pages/s)`;
+}
+
 export function sourceLines(s: SourceReport): string[] {
   return [
     `precopy:    ${s.rounds.length} round(s) [${s.rounds.map((r) => r.pages).join(', ')}] pages in ${f1(s.precopyMs)} ms (first round ${f1(s.streamMBps)} MB/s of guest memory` +
       `${s.zeroPages ? `; ${s.zeroPages} never written, sent as zero runs` : ''})`,
+    `switchover: ${s.switchover.reason}${lastLook(s)}`,
     `blackout:   ${s.stalePages} stale page(s); downtime ${f2(s.downtimeMs)} ms (source pause → destination resume): the guest stopped in ${f2(s.blackout.pauseMs)} ms, state and stale set sent ${f2(s.blackout.stateMs)} ms later`,
     `post-copy:  ${s.onDemandPages} page(s) on demand, ${s.backgroundPages} in the background${s.lateRequests ? `, ${s.lateRequests} request(s) for pages already sent` : ''}`,
     `total:      ${f1(s.totalMs)} ms`,
     `guest:      ${s.guest} guest, ${s.tracker} tracking; longest gap in its own progress before the pause ${f2(Math.max(...s.states.map((st) => Number(st.maxGapTicks))) / s.tscKhz)} ms (dirty tracking and a busy host)`,
     `link:       ${s.security}`,
+    ...(s.recovery.pauses ? [`recovery:   post-copy paused ${s.recovery.pauses} time(s) by a lost link, ${f1(s.recovery.pausedMs)} ms in all; ${s.recovery.resentPages} page(s) sent again`] : []),
   ];
 }
 
@@ -34,6 +43,7 @@ export function destinationLines(d: DestinationReport): string[] {
       (l.count > 0 ? `; latency p50 ${f2(l.p50)} ms, p99 ${f2(l.p99)} ms, max ${f2(l.max)} ms` : ''),
     ...(l.count > 0 ? [`blocktime:  ${d.blocktimeMs.map((b, i) => `vCPU ${i} ${f2(b)} ms`).join(', ')}`] : []),
     `stall:      longest gap in the guest's own progress since the source paused it: ${stall}`,
+    ...(d.recovery.pauses ? [`recovery:   post-copy paused ${d.recovery.pauses} time(s) by a lost link, ${f1(d.recovery.pausedMs)} ms in all; the guest ran on where it had its pages`] : []),
     `oracle:     ${d.oracle.checkedPages} page(s) checked, ${d.oracle.lostWrites} lost write(s); the guest saw ${d.oracle.guestMismatches} mismatch(es)` +
       (d.oracle.first.length ? `; first: ${d.oracle.first.slice(0, 4).map((b) => `0x${b.guestAddress.toString(16)} holds ${b.found}, expected ${b.expected}`).join('; ')}` : ''),
   ];

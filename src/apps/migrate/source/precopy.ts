@@ -13,6 +13,7 @@ import type { DirtyTracker } from '../../../tracking/tracker.js';
 import type { Channel } from '../../../transport/channel.js';
 import { FrameType, encodeJson, encodeZero, pagesHeader } from '../protocol.js';
 import { UnitBitmap } from '../stale-set.js';
+import { type Estimate, estimate, type RoundSample, stoppedConverging } from './convergence.js';
 
 /** When precopy stops and post-copy starts. */
 export interface SwitchoverPolicy {
@@ -24,12 +25,20 @@ export interface SwitchoverPolicy {
   readonly maxRounds: number;
   /** As soon as a round would send no more than this many pages. */
   readonly maxStalePages: number;
+  /** As soon as the dirty set would take no longer than this to send at the measured bandwidth (ms; QEMU's downtime-limit). */
+  readonly downtimeLimitMs?: number | undefined;
+  /** Go on with precopy when a round no longer shrinks the dirty set (default: switch to post-copy then). */
+  readonly keepPrecopyWhenNotConverging?: boolean;
 }
 
 export interface RoundFigures {
   readonly round: number;
   readonly pages: number;
   readonly ms: number;
+  /** Bytes it put on the wire. */
+  readonly bytes: number;
+  /** What the look after it found: the dirty set, the link's and the guest's rates, the time to send the set. */
+  readonly next?: { readonly dirty: number; readonly bandwidthMBps: number; readonly dirtyPagesPerSecond: number; readonly predictedMs: number };
 }
 
 /** Frames at most this long in precopy and in the background stream. */
@@ -80,15 +89,17 @@ export interface PrecopyResult {
   readonly lastDirty: number;
 }
 
-export type SwitchoverReason = 'postcopy-now' | 'max-rounds' | 'small-dirty-set' | 'postcopy-after';
+export type SwitchoverReason = 'postcopy-now' | 'max-rounds' | 'small-dirty-set' | 'postcopy-after' | 'downtime-limit' | 'not-converging';
 
-/** Why precopy stops before `round`, or undefined to go on. */
-export function switchoverReason(p: SwitchoverPolicy, round: number, dirty: number, elapsedMs: number): SwitchoverReason | undefined {
+/** Why precopy stops before `round`, or undefined to go on. `last` and `e` describe the round before and the look now (absent before round 2). */
+export function switchoverReason(p: SwitchoverPolicy, round: number, dirty: number, elapsedMs: number, last?: RoundSample, e?: Estimate): SwitchoverReason | undefined {
   if (round === 1) return undefined;
   if (p.postcopyNow) return 'postcopy-now';
   if (dirty <= p.maxStalePages) return 'small-dirty-set';
+  if (p.downtimeLimitMs !== undefined && e && e.predictedMs <= p.downtimeLimitMs) return 'downtime-limit';
   if (p.postcopyAfterMs !== undefined && elapsedMs >= p.postcopyAfterMs) return 'postcopy-after';
   if (round > p.maxRounds) return 'max-rounds';
+  if (!p.keepPrecopyWhenNotConverging && last && stoppedConverging(last, dirty)) return 'not-converging';
   return undefined;
 }
 
@@ -111,6 +122,7 @@ export async function runPrecopy(x: PrecopyContext): Promise<PrecopyResult> {
   let zeroPages = 0;
   let firstRoundBytes = 0;
   let firstRoundNs = 0n;
+  let lastLook = t0;
   for (let round = 1; ; round++) {
     await x.roundTaken(round - 1);
     const r0 = process.hrtime.bigint();
@@ -118,9 +130,14 @@ export async function runPrecopy(x: PrecopyContext): Promise<PrecopyResult> {
     const elapsedMs = ms(r0 - t0);
     if (round > 1) {
       const dirty = set.count();
-      const reason = switchoverReason(p, round, dirty, elapsedMs);
+      const last = rounds.at(-1)!;
+      const e = estimate(last, dirty, unit, ms(r0 - lastLook));
+      rounds[rounds.length - 1] = { ...last, next: { dirty, bandwidthMBps: e.bandwidthBytesPerMs / 1e3, dirtyPagesPerSecond: e.dirtyPagesPerMs * 1e3, predictedMs: e.predictedMs } };
+      const reason = switchoverReason(p, round, dirty, elapsedMs, last, e);
       if (reason) return { rounds, precopyPages, zeroPages, firstRoundBytes, firstRoundNs, unsent: set, reason, lastDirty: dirty };
     }
+    lastLook = r0;
+    const bytes0 = main.bytesSent;
     let sent = 0;
     const holes = new HoleCursor(backing);
     for (const [first, count] of set.runs(unitsPerRun)) {
@@ -145,7 +162,7 @@ export async function runPrecopy(x: PrecopyContext): Promise<PrecopyResult> {
       firstRoundNs = roundNs;
     }
     precopyPages += sent;
-    const figures = { round, pages: sent, ms: ms(roundNs) };
+    const figures: RoundFigures = { round, pages: sent, ms: ms(roundNs), bytes: main.bytesSent - bytes0 };
     rounds.push(figures);
     x.onRound?.(figures);
   }
