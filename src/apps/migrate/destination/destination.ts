@@ -225,7 +225,14 @@ class Receiver {
     // Only once the guest has run on partial memory: before go(), pausing it stops its
     // workers at the pause word before they touch a page.
     const frozen = (state === 'postcopy' || state === 'paused' || state === 'recovering') && this.placer.remaining > 0;
-    const err = this.session.fail(frozen ? new FrozenGuestError(`post-copy failed: ${e.message}`, this.placer.remaining) : e);
+    const before = state === 'handshake' || state === 'precopy';
+    const err = this.session.fail(
+      frozen
+        ? new FrozenGuestError(`post-copy failed: ${e.message}`, this.placer.remaining)
+        : before
+          ? new PostcopyError((e as PostcopyError).code ?? 'ERR_MIGRATION_ABORTED', `${e.message}; the migration failed before the switchover: this destination discards its copy, the guest stays with the source`)
+          : e,
+    );
     this.#fail(err);
   };
 
