@@ -17,10 +17,12 @@ export interface Child {
   exited(timeoutMs?: number): Promise<number>;
 }
 
-export function postcopy(args: string[]): Child {
+/** Runs the CLI with `args`; `via` runs it through another command first (e.g. `ip netns exec NS`). */
+export function postcopy(args: string[], via: readonly string[] = []): Child {
   const env = { ...process.env };
   delete env.POSTCOPY_DEBUG;
-  const p = spawn(process.execPath, [MAIN, ...args], { env });
+  const argv = [...via, process.execPath, MAIN, ...args];
+  const p = spawn(argv[0]!, argv.slice(1), { env });
   let out = '';
   let err = '';
   const listeners = new Set<() => void>();
