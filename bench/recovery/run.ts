@@ -3,7 +3,7 @@
  * whose link is cut at random moments of post-copy (and of precopy), each cut lasting a
  * random 0.5–5 s; for every cut, how long after the link returned the migration was
  * running again (the destination's "post-copy resumed" line), and for every run the
- * oracle's verdict. The source's reconnect backoff (100 ms doubling to 2 s) bounds the
+ * oracle's verdict. The source's reconnect backoff (100 ms doubling to 500 ms) bounds the
  * first; `postcopy migrate recover PID` at the moment the link returns removes it, which
  * `--recover-now` does.
  *

@@ -31,7 +31,7 @@ export class RecoveryTimeoutError extends PostcopyError {
   }
 }
 
-/** Backoff between reconnection attempts: 100 ms doubling to 2 s (QEMU retries at once; a link that flaps should not be hammered). */
+/** Backoff between reconnection attempts: 100 ms doubling to 500 ms (QEMU retries at once; a link that flaps should not be hammered, and one that is back should be used within half a second). */
 export function backoffMs(attempt: number): number {
-  return Math.min(2000, 100 * 2 ** Math.max(0, attempt - 1));
+  return Math.min(500, 100 * 2 ** Math.max(0, attempt - 1));
 }
