@@ -60,6 +60,8 @@ function assertComplete(source: SourceReport, d: DestinationReport, pages: numbe
   assert.equal(source.onDemandPages + source.backgroundPages, source.stalePages, 'the source sent every stale page once');
   assert.ok(source.rounds[0]!.pages === pages, 'the first round sends every page');
   assert.equal(d.guest, source.guest, 'both sides ran the same guest backend');
+  // One machine, one CLOCK_MONOTONIC: the offset measured over the link must be 0 within its bound.
+  assert.ok(source.clock && Math.abs(source.clock.offsetMs) <= source.clock.errorMs + 1e-6, `clock offset ${source.clock?.offsetMs} ± ${source.clock?.errorMs} ms`);
   // The guest ran on after the migration: its passes went on from where the source paused it.
   d.states.forEach((s, i) => {
     const before = source.states[i]!;

@@ -42,6 +42,10 @@ export const FrameType = {
   RESUME: 12,
   /** The destination's answer: u32 length of a JSON header { needed }, the header, then the bitmap of pages it still needs. */
   RESUME_ACK: 13,
+  /** Urgent connection, idle in precopy: the source's clock { t0 } (ns, decimal). */
+  CLOCK_PROBE: 14,
+  /** The destination's answer { t0, t1, t2 }: when it received the probe and replied, on its clock. */
+  CLOCK_REPLY: 15,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -212,6 +216,21 @@ export function parseResumeAck(payload: Uint8Array, units: number): { needed: nu
   const v = decodeJson(FrameType.RESUME_ACK, b.subarray(4, 4 + len));
   if (!isInt(v.needed, 0, units)) throw field(FrameType.RESUME_ACK, 'needed', v.needed, `a page count ≤ ${units}`);
   return { needed: v.needed, bitmap: new Uint8Array(b.subarray(4 + len)) };
+}
+
+const ns = (type: number, v: Record<string, unknown>, name: string): bigint => {
+  const x = v[name];
+  if (typeof x !== 'string' || !/^\d{1,20}$/.test(x)) throw field(type, name, x, 'a time in ns as a decimal string');
+  return BigInt(x);
+};
+
+export function parseClockProbe(payload: Uint8Array): { t0: bigint } {
+  return { t0: ns(FrameType.CLOCK_PROBE, decodeJson(FrameType.CLOCK_PROBE, payload), 't0') };
+}
+
+export function parseClockReply(payload: Uint8Array): { t0: bigint; t1: bigint; t2: bigint } {
+  const v = decodeJson(FrameType.CLOCK_REPLY, payload);
+  return { t0: ns(FrameType.CLOCK_REPLY, v, 't0'), t1: ns(FrameType.CLOCK_REPLY, v, 't1'), t2: ns(FrameType.CLOCK_REPLY, v, 't2') };
 }
 
 /** URGENT: the session this connection joins. */

@@ -39,7 +39,7 @@ const NEXT: Readonly<Record<SessionState, readonly SessionState[]>> = {
   failed: [],
 };
 
-const { HELLO, ACCEPT, ERROR, PAGES, ROUND_END, SWITCHOVER, RESUMED, REQUEST, COMPLETE, URGENT, ZERO, RESUME, RESUME_ACK } = FrameType;
+const { HELLO, ACCEPT, ERROR, PAGES, ROUND_END, SWITCHOVER, RESUMED, REQUEST, COMPLETE, URGENT, ZERO, RESUME, RESUME_ACK, CLOCK_PROBE, CLOCK_REPLY } = FrameType;
 type Admits = Readonly<Record<SessionState, Readonly<Partial<Record<Connection, readonly number[]>>>>>;
 
 /** What a side may receive, by state and connection. */
@@ -47,10 +47,11 @@ export const ADMITS: Readonly<Record<Side, Admits>> = {
   // Frames the destination receives from the source.
   destination: {
     handshake: { main: [HELLO], urgent: [URGENT] },
-    precopy: { main: [PAGES, ZERO, ROUND_END, SWITCHOVER, ERROR] },
+    // The urgent connection is idle in precopy: the source measures the clocks' offset on it.
+    precopy: { main: [PAGES, ZERO, ROUND_END, SWITCHOVER, ERROR], urgent: [CLOCK_PROBE] },
     // SWITCHOVER is being applied: the background stream may already follow it (it waits).
-    switching: { main: [PAGES, ERROR], urgent: [] },
-    postcopy: { main: [PAGES, ERROR], urgent: [PAGES] },
+    switching: { main: [PAGES, ERROR], urgent: [CLOCK_PROBE] },
+    postcopy: { main: [PAGES, ERROR], urgent: [PAGES, CLOCK_PROBE] },
     // The last page is in: the source may still be sending pages that crossed COMPLETE (dropped).
     complete: { main: [PAGES, ERROR], urgent: [PAGES] },
     // The old connections are gone; nothing is read until a source resumes.
@@ -60,13 +61,14 @@ export const ADMITS: Readonly<Record<Side, Admits>> = {
   },
   // Frames the source receives from the destination.
   source: {
-    handshake: { main: [ACCEPT, ERROR] },
-    precopy: { main: [ROUND_END, ERROR] },
+    // The clocks are measured on the urgent connection before precopy starts.
+    handshake: { main: [ACCEPT, ERROR], urgent: [CLOCK_REPLY] },
+    precopy: { main: [ROUND_END, ERROR], urgent: [CLOCK_REPLY] },
     // The source is still writing SWITCHOVER; the destination cannot have answered it yet.
-    switching: { main: [ERROR], urgent: [ERROR] },
-    postcopy: { main: [RESUMED, COMPLETE, ERROR], urgent: [REQUEST, ERROR] },
+    switching: { main: [ERROR], urgent: [ERROR, CLOCK_REPLY] },
+    postcopy: { main: [RESUMED, COMPLETE, ERROR], urgent: [REQUEST, ERROR, CLOCK_REPLY] },
     // Requests that crossed COMPLETE.
-    complete: { main: [ERROR], urgent: [REQUEST] },
+    complete: { main: [ERROR], urgent: [REQUEST, CLOCK_REPLY] },
     paused: {},
     recovering: { main: [RESUME_ACK, ERROR] },
     failed: {},

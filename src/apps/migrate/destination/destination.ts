@@ -23,7 +23,7 @@ import type { Listener } from '../../../transport/listener.js';
 import { describeSecurity, PLAIN, type Security } from '../../../transport/security.js';
 import type { Userfaultfd } from '../../../uffd/userfaultfd.js';
 import { FaultReader, type FaultReaderStats } from '../fault-reader.js';
-import { FrameType, type Hello, MigrationProtocolError, type MigrationMode, encodeJson, encodeRequest, encodeResumeAck, errorMessage, frameName, parsePages, parseResume, parseRoundEnd, parseZero } from '../protocol.js';
+import { FrameType, type Hello, MigrationProtocolError, type MigrationMode, encodeJson, encodeRequest, encodeResumeAck, errorMessage, frameName, parseClockProbe, parsePages, parseResume, parseRoundEnd, parseZero } from '../protocol.js';
 import { Session, type SessionState } from '../session.js';
 import { parseSwitchover, type Switchover } from '../switchover.js';
 import { acceptSource, acceptUrgent, channelOptions, refuse } from './accept.js';
@@ -468,6 +468,12 @@ class Receiver {
           },
           (e: Error) => this.#failWith(e),
         );
+        return;
+      }
+      case FrameType.CLOCK_PROBE: {
+        const t1 = process.hrtime.bigint();
+        const { t0 } = parseClockProbe(f.payload);
+        this.#urgent?.send(FrameType.CLOCK_REPLY, 0, encodeJson({ t0: String(t0), t1: String(t1), t2: String(process.hrtime.bigint()) }));
         return;
       }
       case FrameType.ERROR:

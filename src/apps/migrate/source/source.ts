@@ -13,6 +13,10 @@ import { PostcopyError } from '../../../errors.js';
 import type { GuestBackendName, GuestShape, MigratableGuest, WorkerState } from '../../../guest/guest.js';
 import { createGuest, defaultTracker, programOf } from '../../../guest/open.js';
 import { checkGuest, type OracleResult } from '../../../guest/oracle.js';
+import { type ClockSample, estimateOffset } from '../../../transport/clock-offset.js';
+
+/** Clock probes before precopy, one after another: the tightest of them bounds the error. */
+const CLOCK_PROBES = 8;
 import type { TrackerName } from '../../../tracking/tracker.js';
 import { Channel, type ConnectOptions } from '../../../transport/channel.js';
 import { describeSecurity, PLAIN, type Security } from '../../../transport/security.js';
@@ -33,6 +37,7 @@ import {
   parseComplete,
   parseRequest,
   parseResumed,
+  parseClockReply,
   parseResumeAck,
   parseRoundAck,
 } from '../protocol.js';
@@ -98,8 +103,10 @@ export interface SourceReport {
   readonly lateRequests: number;
   /** First round's bytes ÷ its time: the stream throughput, MB/s (1e6). */
   readonly streamMBps: number;
-  /** Source pause → destination resume (CLOCK_MONOTONIC: meaningful when both run on one machine). */
+  /** Source pause → destination resume, the destination's clock put on this one's with `clock` (± its errorMs). */
   readonly downtimeMs: number;
+  /** The destination's clock minus this one's, measured on the idle urgent connection, and the bound of the error (half the best round trip). */
+  readonly clock: { readonly offsetMs: number; readonly errorMs: number; readonly samples: number } | undefined;
   /** The source's part of the downtime: asking the guest to pause → all stopped; stopped → SWITCHOVER written. */
   readonly blackout: { readonly pauseMs: number; readonly stateMs: number };
   /** Start of precopy → COMPLETE. */
@@ -195,7 +202,7 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
     // Lost before the switchover: the guest never left, so it runs on here (QEMU's source
     // resumes too). Shown, not assumed: it must make progress after the failure and its
     // memory must check clean.
-    if (stage === 'precopy' && guest.running) throw await keptRunning(guest, e as Error);
+    if ((stage === 'precopy' || (stage === 'handshake' && main)) && guest.running) throw await keptRunning(guest, e as Error, stage);
     if (guest.running) await guest.pause().catch(() => undefined);
     throw e;
   } finally {
@@ -204,13 +211,13 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
   }
 }
 
-/** A migration that failed in precopy, with what the source's guest did after. */
+/** A migration that failed before the switchover, with what the source's guest did after. */
 export class MigrationAbortedError extends PostcopyError {
   override name = 'MigrationAbortedError';
-  constructor(cause: Error, readonly ranOn: boolean, readonly oracle: OracleResult) {
+  constructor(cause: Error, readonly ranOn: boolean, readonly oracle: OracleResult, stage: SessionState) {
     super(
       'ERR_MIGRATION_ABORTED',
-      `the migration failed in precopy: ${cause.message}; the guest ${ranOn ? 'ran on here after the failure' : 'did NOT run on here'}, and its memory checks ${oracle.lostWrites === 0 && oracle.guestMismatches === 0 ? `clean (${oracle.checkedPages} pages)` : `with ${oracle.lostWrites} lost write(s)`}; the destination discards its copy`,
+      `the migration failed before the switchover (in ${stage}): ${cause.message}; the guest ${ranOn ? 'ran on here after the failure' : 'did NOT run on here'}, and its memory checks ${oracle.lostWrites === 0 && oracle.guestMismatches === 0 ? `clean (${oracle.checkedPages} pages)` : `with ${oracle.lostWrites} lost write(s)`}; the destination discards its copy`,
       'Fix the link or the destination and migrate again',
     );
     this.cause = cause;
@@ -218,12 +225,12 @@ export class MigrationAbortedError extends PostcopyError {
 }
 
 /** Lets the guest run on for a moment after a precopy failure, then pauses it and checks it. */
-async function keptRunning(guest: MigratableGuest, cause: Error): Promise<MigrationAbortedError> {
+async function keptRunning(guest: MigratableGuest, cause: Error, stage: SessionState): Promise<MigrationAbortedError> {
   const at = guest.clock().ticks;
   await sleep(200);
   await guest.pause();
   const states = guest.states();
-  return new MigrationAbortedError(cause, states.some((st) => st.lastTsc > at), checkGuest(guest, states));
+  return new MigrationAbortedError(cause, states.some((st) => st.lastTsc > at), checkGuest(guest, states), stage);
 }
 
 
@@ -300,6 +307,11 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
           if (sender?.request(u)) sendRun(links.urgent, memory, unit, base, u, 1);
           return;
         }
+        case FrameType.CLOCK_REPLY: {
+          const r = parseClockReply(f.payload);
+          clockSamples.push({ ...r, t3: process.hrtime.bigint() });
+          return onReply?.();
+        }
         case FrameType.ERROR:
           throw new PostcopyError('ERR_PEER', `the destination failed: ${errorMessage(f.payload)}`);
         default:
@@ -316,6 +328,22 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     for (const ch of [m, u]) void ch.closed.then((e) => e && (ch === links.main || ch === links.urgent) && linkDown(e));
   };
   attach(links.main, links.urgent);
+  // The two hosts' clocks, before precopy while both sides are idle (a destination busy
+  // placing pages answers late, and the wait would widen the bound): probes one at a time
+  // on the urgent connection.
+  const clockSamples: ClockSample[] = [];
+  let onReply: (() => void) | undefined;
+  for (let i = 0; i < CLOCK_PROBES; i++) {
+    const replied = new Promise<void>((resolve) => (onReply = resolve));
+    links.urgent.send(FrameType.CLOCK_PROBE, 0, encodeJson({ t0: String(process.hrtime.bigint()) }));
+    const s = silence(o.timeoutMs || 10_000, 'the destination did not answer a clock probe');
+    try {
+      await Promise.race([replied, s.promise, done]);
+    } finally {
+      s.cancel();
+    }
+  }
+  onReply = undefined;
   // Precopy only sends: a destination that goes quiet shows up as a send buffer that does not drain.
   main.setIdleTimeout(0);
 
@@ -472,6 +500,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     }
   }
   const endNs = process.hrtime.bigint();
+  const clock = clockSamples.length > 0 ? estimateOffset(clockSamples) : undefined;
   links.main.expectClose();
   links.urgent.expectClose();
   o.onEvent?.({ phase: 'complete' });
@@ -490,7 +519,8 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     onDemandPages: sender.onDemandPages,
     lateRequests: sender.lateRequests,
     streamMBps: pre.firstRoundNs > 0n ? pre.firstRoundBytes / (Number(pre.firstRoundNs) / 1e9) / 1e6 : 0,
-    downtimeMs: resumedAtNs !== undefined ? ms(resumedAtNs - pausedAtNs) : NaN,
+    downtimeMs: resumedAtNs !== undefined ? ms(resumedAtNs - (clock?.offsetNs ?? 0n) - pausedAtNs) : NaN,
+    clock: clock ? { offsetMs: ms(clock.offsetNs), errorMs: ms(clock.errorNs), samples: clock.samples } : undefined,
     blackout: { pauseMs: ms(stoppedAtNs - pausedAtNs), stateMs: ms(sentAtNs - stoppedAtNs) },
     totalMs: ms(endNs - t0),
     precopyMs: ms(pausedAtNs - t0),
