@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdirSync, openSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { InvalidArgumentError } from '../../errors.js';
 import type { MigratableGuest } from '../../guest/guest.js';
 import { programOf } from '../../guest/open.js';
 import { MapFlag } from '../../memory/constants.js';
@@ -69,7 +70,7 @@ export function findData(guest: MigratableGuest, view: Uint8Array): UnitMap {
 
 /** Writes the snapshot of `guest` (paused) into `dir`, which is made if need be. */
 export function saveSnapshot(guest: MigratableGuest, dir: string): SaveReport {
-  if (guest.running) throw new Error('saveSnapshot: pause the guest first');
+  if (guest.running) throw new InvalidArgumentError('saveSnapshot: pause the guest first (its memory is still changing)');
   mkdirSync(dir, { recursive: true });
   const unit = guest.unit;
   const size = guest.shape.size;
