@@ -7,7 +7,8 @@
         "native/errors.cc",
         "native/uffd.cc",
         "native/memory.cc",
-        "native/sys.cc"
+        "native/sys.cc",
+        "native/socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -8,6 +8,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitUffd(env, exports);
   InitMemory(env, exports);
   InitSys(env, exports);
+  InitSocket(env, exports);
   return exports;
 }
 

@@ -44,6 +44,12 @@ export interface GuestClock {
 export interface GuestCreateOptions {
   /** The source's dirty tracker (undefined on a destination). */
   readonly tracking?: TrackerName;
+  /**
+   * Memory to run over instead of a new Backing of shape.source (a snapshot restored from a
+   * file mapped copy-on-write): the guest owns it from here and closes it. Its size and page
+   * size must fit the shape.
+   */
+  readonly backing?: Backing;
 }
 
 export interface MigratableGuest {

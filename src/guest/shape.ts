@@ -23,6 +23,12 @@ export function checkShape(shape: GuestShape, unit: number): void {
   }
 }
 
+/** Memory handed to a guest (GuestCreateOptions.backing) holds exactly the shape's bytes. */
+export function checkBacking(shape: GuestShape, backing: Backing): void {
+  if (backing.closed) throw new InvalidArgumentError('the memory handed to the guest is closed');
+  if (backing.size !== shape.size) throw new InvalidArgumentError(`the memory handed to the guest is ${backing.size} bytes, the guest's shape ${shape.size}`);
+}
+
 /** Worker i's slice: its first guest address and its 4 KiB pages. */
 export function sliceOf(shape: GuestShape, i: number): { guestAddress: number; pages: number } {
   const bytes = shape.size / shape.vcpus;

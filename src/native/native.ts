@@ -34,6 +34,14 @@ export interface Native {
   detach(buffer: ArrayBuffer): void;
   addressOf(bytes: ArrayBufferView): number;
 
+  // Unix sockets
+  /** [bytes read, received fds...] (a trailing -1: MSG_CTRUNC, more fds were sent than maxFds), or -1 on EAGAIN. */
+  recvmsg(fd: number, into: Uint8Array, maxFds: number): number[] | -1;
+  /** Bytes sent with `fds` in SCM_RIGHTS, or -1 on EAGAIN. */
+  sendmsg(fd: number, from: Uint8Array, fds: Int32Array): number;
+  /** SO_PEERCRED of a connected Unix socket: [pid, uid, gid]. */
+  peerCredentials(fd: number): [pid: number, uid: number, gid: number];
+
   // system
   open(path: string, flags: number, mode: number): number;
   close(fd: number): void;

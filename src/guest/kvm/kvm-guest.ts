@@ -20,7 +20,7 @@ import type { DirtyTracker, TrackerName } from '../../tracking/tracker.js';
 import { KvmDirtyLogTracker } from '../../tracking/kvm-dirty-log.js';
 import { UffdWpTracker } from '../../tracking/uffd-wp.js';
 import { type GuestClock, type GuestCreateOptions, type GuestShape, GUEST_PAGE, type MigratableGuest, type WorkerState } from '../guest.js';
-import { checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
+import { checkBacking, checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
 
 const MEMORY_SLOT = 1;
 /** One vCPU's saved state: kvm_regs then kvm_sregs, as KVM gives them. */
@@ -63,8 +63,9 @@ export class KvmGuest implements MigratableGuest {
     let g: GuestVm | undefined;
     let tracker: DirtyTracker | undefined;
     try {
-      backing = Backing.create(shape.source, shape.size, { name: 'postcopy-migrate' });
+      backing = options.backing ?? Backing.create(shape.source, shape.size, { name: 'postcopy-migrate' });
       checkShape(shape, backing.info.pageSize);
+      checkBacking(shape, backing);
       const vm = kvm.createVm();
       if (dirtyLog) {
         try {

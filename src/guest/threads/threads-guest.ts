@@ -13,7 +13,7 @@ import { Backing } from '../../memory/backing.js';
 import type { DirtyTracker, TrackerName } from '../../tracking/tracker.js';
 import { UffdWpTracker } from '../../tracking/uffd-wp.js';
 import type { GuestClock, GuestCreateOptions, GuestShape, MigratableGuest, WorkerState } from '../guest.js';
-import { checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
+import { checkBacking, checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
 import { Control, Slot, STATE_MAGIC, THREADS_STATE_BYTES, TICKS_PER_MS, type WorkerConfig, type WorkerMessage } from './layout.js';
 
 const now = () => performance.timeOrigin + performance.now();
@@ -58,10 +58,11 @@ export class ThreadsGuest implements MigratableGuest {
     if (options.tracking === 'kvm-dirty-log') {
       throw new InvalidArgumentError('the threads guest has no KVM dirty log: its writes are tracked with userfaultfd write-protect', 'Use uffd-wp tracking, or the kvm guest where /dev/kvm is usable');
     }
-    const backing = Backing.create(shape.source, shape.size, { name: 'postcopy-migrate' });
+    const backing = options.backing ?? Backing.create(shape.source, shape.size, { name: 'postcopy-migrate' });
     let tracker: DirtyTracker | undefined;
     try {
       checkShape(shape, backing.info.pageSize);
+      checkBacking(shape, backing);
       if (options.tracking === 'uffd-wp') tracker = UffdWpTracker.start({ address: backing.primary.address, size: shape.size, pageSize: backing.info.pageSize });
       return new ThreadsGuest(shape, backing, tracker);
     } catch (e) {

@@ -1,0 +1,127 @@
+/**
+ * `postcopy snapshot save | restore`: runs one, prints its figures (text or JSON).
+ *
+ * save runs a guest here (as `migrate send` does: the guest lives in this process), lets it
+ * run, pauses it, checks it with the oracle, writes the snapshot, and then stops it or
+ * (--resume) lets it run on and checks it again: saving must not disturb it.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Io } from '../../cli/command.js';
+import { UnsupportedError } from '../../errors.js';
+import type { GuestBackendName, MigratableGuest } from '../../guest/guest.js';
+import { checkGuest } from '../../guest/oracle.js';
+import { createGuest, defaultBackend, kvmAvailability } from '../../guest/open.js';
+import type { BackingSourceName } from '../../memory/backing.js';
+import { checkMemory } from '../migrate/main.js';
+import { type SaveRunReport, restoreLines, saveLines } from './report.js';
+import { type RestoreOptions, type RestoreReport, restoreSnapshot } from './restore.js';
+import { saveSnapshot } from './save.js';
+import { mergeWorkingSet, readWorkingSet, writeWorkingSet } from './working-set.js';
+import { openSnapshot } from './open.js';
+import { existsSync } from 'node:fs';
+
+/** Guest memory starts at 4 GiB, above the KVM guest's system slot (as migrate's does). */
+export const GUEST_ADDRESS = 4 * 2 ** 30;
+
+export interface SaveOptions {
+  /** Undefined with --demo: a new directory in /dev/shm. */
+  readonly out: string | undefined;
+  readonly guest: GuestBackendName | undefined;
+  readonly source: BackingSourceName;
+  readonly bytesPerVcpu: number;
+  readonly vcpus: number;
+  /** How long the guest runs before it is saved (ms). */
+  readonly runMs: number;
+  /** After saving, let the guest run on this long and check it again (0: stop it). */
+  readonly resumeMs: number;
+}
+
+export const toJson = (value: unknown) => JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v), 2);
+
+function backendFor(asked: GuestBackendName | undefined, io: Io, json: boolean): GuestBackendName {
+  if (asked === 'kvm') {
+    const k = kvmAvailability();
+    if (!k.usable) throw new UnsupportedError(`--guest kvm: ${k.reason}`, 'Leave out --guest to run the threads guest, which needs no KVM');
+  }
+  if (asked) return asked;
+  const d = defaultBackend();
+  if (!json) io.err(`guest: ${d.backend} (${d.why}; --guest to choose)\n`);
+  return d.backend;
+}
+
+export async function saveMain(o: SaveOptions, io: Io, json: boolean): Promise<SaveRunReport> {
+  checkMemory(o.bytesPerVcpu, o.vcpus, 1);
+  const backend = backendFor(o.guest, io, json);
+  const dir = o.out ?? mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'postcopy-snapshot-'));
+  const guest: MigratableGuest = createGuest(backend, { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS });
+  try {
+    const t0 = performance.now();
+    await guest.run();
+    await sleep(o.runMs);
+    await guest.pause();
+    const t1 = performance.now();
+    const before = checkGuest(guest, guest.states());
+    const save = saveSnapshot(guest, dir);
+    const pausedMs = performance.now() - t1;
+    let after;
+    if (o.resumeMs > 0) {
+      await guest.run();
+      await sleep(o.resumeMs);
+      await guest.pause();
+      after = checkGuest(guest, guest.states());
+    }
+    const report: SaveRunReport = { guest: backend, vcpus: o.vcpus, source: o.source, ranMs: t1 - t0, pausedMs, save, before, after };
+    if (json) io.out(`${toJson(report)}\n`);
+    else io.out(`${saveLines(report).join('\n')}\nrestore it with: postcopy snapshot restore ${dir}\n`);
+    return report;
+  } finally {
+    if (guest.running) await guest.pause().catch(() => undefined);
+    guest.close();
+  }
+}
+
+export interface RestoreMainOptions extends Omit<RestoreOptions, 'prefetch' | 'onEvent'> {
+  readonly prefetchFile: string | undefined;
+  readonly recordFile: string | undefined;
+}
+
+export async function restoreMain(o: RestoreMainOptions, io: Io, json: boolean): Promise<RestoreReport> {
+  const nodeStartMs = performance.now();
+  // The record files are read (and refused) before anything is built.
+  let prefetch;
+  let previous;
+  if (o.prefetchFile || o.recordFile) {
+    const s = openSnapshot(o.dir);
+    try {
+      if (o.prefetchFile) prefetch = readWorkingSet(o.prefetchFile, s.manifest);
+      if (o.recordFile && existsSync(o.recordFile)) previous = readWorkingSet(o.recordFile, s.manifest);
+    } finally {
+      s.close();
+    }
+  }
+  const report = await restoreSnapshot({
+    ...o,
+    ...(prefetch ? { prefetch } : {}),
+    startedAt: performance.now(),
+    onEvent: (e) => {
+      if (json) return;
+      if (e.phase === 'resumed') io.err(`resumed in ${e.resumeMs.toFixed(2)} ms\n`);
+    },
+  });
+  if (o.recordFile) {
+    // Re-read the manifest only for its identity: the restore has closed its snapshot.
+    const s = openSnapshot(o.dir);
+    try {
+      writeWorkingSet(o.recordFile, mergeWorkingSet(previous, s.manifest, report.faulted));
+    } finally {
+      s.close();
+    }
+  }
+  if (json) {
+    const { faulted, ...rest } = report;
+    io.out(`${toJson({ ...rest, faultedUnits: faulted.length, nodeStartMs })}\n`);
+  } else io.out(`${restoreLines(report, nodeStartMs).join('\n')}\n${o.recordFile ? `record:   ${report.faulted.length} faulted unit(s) merged into ${o.recordFile}\n` : ''}`);
+  return report;
+}
