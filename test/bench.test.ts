@@ -6,15 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { BackingSourceName } from '../src/memory/backing.js';
 import { hugepagePool } from '../src/memory/hugepages.js';
 import { prepare } from './helpers/requirements.js';
+import { kvmAvailability } from '../src/guest/open.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const KVM = existsSync('/dev/kvm');
+const KVM_STATE = kvmAvailability();
+const KVM = KVM_STATE.usable;
 
 function bench(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, 'bench', ...args], { encoding: 'utf8', timeout: 120_000 });

@@ -5,7 +5,6 @@
  * thread: verification, writes, random access, and the failures it must report.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { assemble, missingBinutils } from './helpers/assemble.js';
 import { after, before, describe, test } from 'node:test';
@@ -22,8 +21,10 @@ import { code64Segment, data64Segment, gdtDescriptor, idtGate, tss64Segment } fr
 import { LARGE_PAGE_SIZE, Pte, buildIdentityMap, identityMapPages } from '../src/kvm/x86/page-tables.js';
 import { GiB, MapFlag, MiB } from '../src/memory/constants.js';
 import { Mapping } from '../src/memory/mapping.js';
+import { kvmAvailability } from '../src/guest/open.js';
 
-const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd (or enable nested virtualization) to run the guest tests';
+const KVM_STATE = kvmAvailability();
+const NO_KVM = KVM_STATE.usable ? undefined : `no usable KVM (${KVM_STATE.reason}): load kvm_intel or kvm_amd (or enable nested virtualization) to run the guest tests`;
 if (NO_KVM) console.log(`# skipping KVM guest tests: ${NO_KVM}`);
 
 const PAGE = 4096;

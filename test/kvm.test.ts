@@ -5,7 +5,6 @@
  * kvm-guest.test.ts.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { gpa, hva } from '../src/address.js';
 import { ClosedError, InvalidArgumentError } from '../src/errors.js';
@@ -19,8 +18,10 @@ import { REGS_FIELDS, type Regs, type Sregs, packRegs, packSregs, unpackRegs, un
 import { MapFlag } from '../src/memory/constants.js';
 import { Mapping } from '../src/memory/mapping.js';
 import { SystemError, isSystemError } from '../src/native/errors.js';
+import { kvmAvailability } from '../src/guest/open.js';
 
-const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd (or enable nested virtualization) to run the KVM tests';
+const KVM_STATE = kvmAvailability();
+const NO_KVM = KVM_STATE.usable ? undefined : `no usable KVM (${KVM_STATE.reason}): load kvm_intel or kvm_amd (or enable nested virtualization) to run the KVM tests`;
 if (NO_KVM) console.log(`# skipping KVM tests: ${NO_KVM}`);
 
 const PORT = 0x10;

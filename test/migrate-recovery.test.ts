@@ -82,11 +82,11 @@ for (const [guest, SKIP] of GUESTS) {
     });
 
     test('silent for longer than --timeout: keepalives stop, both sides notice and pause; pages lost on the wire come again', async () => {
-      const r = await start(guest, SLOW_POSTCOPY, '1s');
+      const r = await start(guest, SLOW_POSTCOPY, '2s');
       await r.dst.waitFor(/resumed: \d+ stale/);
       await sleep(300);
       r.relay.stall();
-      // Nothing is reset: only the idle timeout (1 s, keepalives every 250 ms) can tell.
+      // Nothing is reset: only the idle timeout (2 s, keepalives every 500 ms) can tell.
       await r.dst.waitFor(/post-copy paused: .*(no data|no frame|silent|closed)/, 10_000);
       await r.src.waitFor(/post-copy paused: /, 10_000);
       r.relay.restore();

@@ -36,7 +36,7 @@ describe('migrate between two network namespaces over a 1 Gbit/s link', { skip: 
   });
 
   test('over TLS with a pre-shared key; the link lost in post-copy for longer than --timeout and back: completes, not one write lost', async () => {
-    const common = ['--json', '--timeout', '1s', '--recover-timeout', '30s', '--guest', 'threads', '--psk-file', key];
+    const common = ['--json', '--timeout', '3s', '--recover-timeout', '30s', '--guest', 'threads', '--psk-file', key];
     const dst = postcopy(['migrate', 'receive', '--listen', `${link.address('dst')}:0`, '--run-after', '200ms', ...common], ['ip', 'netns', 'exec', link.ns('dst')]);
     const port = Number((await dst.waitFor(/listening on [\d.]+:(\d+)/))[1]);
     const src = postcopy(['migrate', 'send', '--connect', `${link.address('dst')}:${port}`, '-s', 'shmem', '-b', '64M', '-v', '2', '--postcopy-now', '--bandwidth', '8M', '--warmup', '100ms', ...common], ['ip', 'netns', 'exec', link.ns('src')]);

@@ -5,7 +5,6 @@
  * slot's dirty log (needs /dev/kvm).
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { gpa } from '../src/address.js';
 import { ClosedError, InvalidArgumentError, PermissionError, UnsupportedError } from '../src/errors.js';
@@ -21,6 +20,7 @@ import { UffdWpTracker } from '../src/tracking/uffd-wp.js';
 import { Userfaultfd } from '../src/uffd/userfaultfd.js';
 import { prepare } from './helpers/requirements.js';
 import { Writers, reportedPages, sleepMs } from './helpers/tracking.js';
+import { kvmAvailability } from '../src/guest/open.js';
 
 const PAGE = 4096;
 const MiB = 2 ** 20;
@@ -280,7 +280,8 @@ test('probeUffdWp says why not, with a remedy, where uffd-wp cannot run', { skip
   assert.ok(r.reason.length > 0 && r.remedy.length > 0);
 });
 
-const NO_KVM = existsSync('/dev/kvm') ? undefined : '/dev/kvm is missing: load kvm_intel or kvm_amd (or enable nested virtualization) to test kvm-dirty-log tracking';
+const KVM_STATE = kvmAvailability();
+const NO_KVM = KVM_STATE.usable ? undefined : `no usable KVM (${KVM_STATE.reason}): load kvm_intel or kvm_amd (or enable nested virtualization) to test kvm-dirty-log tracking`;
 if (NO_KVM) console.log(`# skipping kvm-dirty-log tracking tests: ${NO_KVM}`);
 
 describe('kvm-dirty-log tracking', { skip: NO_KVM }, () => {

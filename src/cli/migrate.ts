@@ -60,6 +60,7 @@ const OPTIONS = {
   'max-stale': { type: 'string' },
   'downtime-limit': { type: 'string' },
   'keep-precopy': { type: 'boolean' },
+  'auto-converge': { type: 'boolean' },
   warmup: { type: 'string' },
   bandwidth: { type: 'string' },
   timeout: { type: 'string' },
@@ -96,6 +97,7 @@ function sendOptions(v: Values): Omit<SendOptions, 'host' | 'port'> {
       maxStalePages: integer('--max-stale', v['max-stale'], DEFAULTS.maxStalePages, 0),
       downtimeLimitMs: v['downtime-limit'] === undefined ? undefined : duration('--downtime-limit', v['downtime-limit'], 0),
       keepPrecopyWhenNotConverging: v['keep-precopy'] ?? false,
+      autoConverge: v['auto-converge'] ?? false,
     },
     warmupMs: duration('--warmup', v.warmup, DEFAULTS.warmupMs),
     bandwidth: v.bandwidth === undefined ? 0 : size('--bandwidth', v.bandwidth, 0),
@@ -136,7 +138,7 @@ export function parseMigrateArgs(args: string[]):
   }
   if (role === 'receive') {
     if (v.demo) throw usage('--demo runs both roles; drop `receive`');
-    only(['connect', 'b', 'v', 'postcopy-now', 'postcopy-after', 'max-rounds', 'max-stale', 'downtime-limit', 'keep-precopy', 'warmup', 'bandwidth', 'dirty-tracking'], '`migrate send` (the source proposes the guest)');
+    only(['connect', 'b', 'v', 'postcopy-now', 'postcopy-after', 'max-rounds', 'max-stale', 'downtime-limit', 'keep-precopy', 'auto-converge', 'warmup', 'bandwidth', 'dirty-tracking'], '`migrate send` (the source proposes the guest)');
     const source = backing(v.s);
     const listen = endpoint('--listen', v.listen);
     if (v['tls-name'] !== undefined) throw usage('--tls-name is for `migrate send` (the name it expects of the destination)');
@@ -206,6 +208,7 @@ export const migrateCommand: Command = {
     ['--max-stale <pages>', `switch as soon as a round would send no more than this (default ${DEFAULTS.maxStalePages})`],
     ['--downtime-limit <duration>', 'switch once the dirty set would take no longer than this to send at the measured bandwidth (QEMU\'s downtime-limit)'],
     ['--keep-precopy', 'go on with rounds when they stop shrinking the dirty set (default: switch to post-copy then)'],
+    ['--auto-converge', 'when rounds stop shrinking the dirty set, pause the guest for 20% of every 100 ms, +10% each time, before switching (QEMU\'s auto-converge)'],
     ['--warmup <duration>', `let the guest run this long before migrating (default ${DEFAULTS.warmupMs}ms)`],
     ['--bandwidth <bytes>', 'limit the post-copy background stream to this many bytes/s (requested pages are never limited)'],
     ['--timeout <duration>', `a peer silent this long is an error; in post-copy, a lost link (default ${DEFAULTS.timeoutMs / 1000}s)`],

@@ -21,7 +21,7 @@ export function sourceLines(s: SourceReport): string[] {
   return [
     `precopy:    ${s.rounds.length} round(s) [${s.rounds.map((r) => r.pages).join(', ')}] pages in ${f1(s.precopyMs)} ms (first round ${f1(s.streamMBps)} MB/s of guest memory` +
       `${s.zeroPages ? `; ${s.zeroPages} never written, sent as zero runs` : ''})`,
-    `switchover: ${s.switchover.reason}${lastLook(s)}`,
+    `switchover: ${s.switchover.reason}${s.switchover.throttlePercent ? `, guest throttled to ${100 - s.switchover.throttlePercent}% of its time` : ''}${lastLook(s)}`,
     `blackout:   ${s.stalePages} stale page(s); downtime ${f2(s.downtimeMs)} ms${s.clock ? ` ± ${f2(s.clock.errorMs)}` : ''} (source pause → destination resume${s.clock ? `, the destination's clock ${f2(s.clock.offsetMs)} ms from this one's` : ', on one clock'}): the guest stopped in ${f2(s.blackout.pauseMs)} ms, state and stale set sent ${f2(s.blackout.stateMs)} ms later`,
     `post-copy:  ${s.onDemandPages} page(s) on demand, ${s.backgroundPages} in the background${s.lateRequests ? `, ${s.lateRequests} request(s) for pages already sent` : ''}`,
     `total:      ${f1(s.totalMs)} ms`,

@@ -29,6 +29,8 @@ export interface SwitchoverPolicy {
   readonly downtimeLimitMs?: number | undefined;
   /** Go on with precopy when a round no longer shrinks the dirty set (default: switch to post-copy then). */
   readonly keepPrecopyWhenNotConverging?: boolean;
+  /** When precopy stops converging, throttle the guest (harder each time) before giving up on it (QEMU's auto-converge). */
+  readonly autoConverge?: boolean;
 }
 
 export interface RoundFigures {
@@ -74,6 +76,8 @@ export interface PrecopyContext {
   /** Waits while the socket holds too much. */
   readonly drain: () => Promise<void>;
   readonly onRound?: (r: RoundFigures) => void;
+  /** Precopy stopped converging and the policy throttles: take more from the guest; false when it cannot. */
+  readonly throttle?: () => boolean;
 }
 
 export interface PrecopyResult {
@@ -133,7 +137,9 @@ export async function runPrecopy(x: PrecopyContext): Promise<PrecopyResult> {
       const last = rounds.at(-1)!;
       const e = estimate(last, dirty, unit, ms(r0 - lastLook));
       rounds[rounds.length - 1] = { ...last, next: { dirty, bandwidthMBps: e.bandwidthBytesPerMs / 1e3, dirtyPagesPerSecond: e.dirtyPagesPerMs * 1e3, predictedMs: e.predictedMs } };
-      const reason = switchoverReason(p, round, dirty, elapsedMs, last, e);
+      let reason = switchoverReason(p, round, dirty, elapsedMs, last, e);
+      // Auto-converge: throttle and try another round, until the throttle is at its limit.
+      if (reason === 'not-converging' && p.autoConverge && x.throttle?.()) reason = undefined;
       if (reason) return { rounds, precopyPages, zeroPages, firstRoundBytes, firstRoundNs, unsent: set, reason, lastDirty: dirty };
     }
     lastLook = r0;

@@ -46,6 +46,7 @@ import { Session, type SessionState } from '../session.js';
 import { UnitBitmap } from '../stale-set.js';
 import { encodeSwitchover } from '../switchover.js';
 import { PostcopySender } from './postcopy-sender.js';
+import { Throttle } from './throttle.js';
 import { type RoundFigures, RUN_BYTES, runPrecopy, sendRun, type SwitchoverPolicy, type SwitchoverReason } from './precopy.js';
 
 export type { RoundFigures, SwitchoverPolicy } from './precopy.js';
@@ -114,7 +115,7 @@ export interface SourceReport {
   /** Start of precopy → pause. */
   readonly precopyMs: number;
   /** What ended precopy, and how many units the last look found dirty. */
-  readonly switchover: { readonly reason: SwitchoverReason; readonly lastDirty: number };
+  readonly switchover: { readonly reason: SwitchoverReason; readonly lastDirty: number; readonly throttlePercent: number };
   /** The guest's own progress at the pause. */
   readonly states: readonly WorkerState[];
   /** The guest clock's rate (TSC kHz for KVM; 1e6 ns/ms for threads). */
@@ -195,7 +196,8 @@ export async function runSource(o: SourceOptions): Promise<SourceReport> {
       urgent = links.urgent;
     }
   } catch (e) {
-    const stage = session.state;
+    // Where the migration was when it failed (the session may have failed already, from a channel's handler).
+    const stage = session.state === 'failed' ? (session.history.at(-1)?.from ?? 'handshake') : session.state;
     session.fail(e as Error);
     main?.destroy();
     urgent?.destroy();
@@ -369,6 +371,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
 
   // Precopy.
   session.enter('precopy');
+  const throttle = o.policy.autoConverge ? new Throttle(guest) : undefined;
   const t0 = process.hrtime.bigint();
   const pre = await runPrecopy({
     main,
@@ -380,7 +383,8 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     roundTaken,
     drain: () => drain(main),
     onRound: (r) => o.onEvent?.({ phase: 'round', ...r }),
-  });
+    ...(throttle ? { throttle: () => throttle.raise() } : {}),
+  }).finally(() => throttle?.stop());
 
   // Blackout: pause, read the state and the last dirty set, and send them with what the
   // last look collected and precopy did not send.
@@ -524,7 +528,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     blackout: { pauseMs: ms(stoppedAtNs - pausedAtNs), stateMs: ms(sentAtNs - stoppedAtNs) },
     totalMs: ms(endNs - t0),
     precopyMs: ms(pausedAtNs - t0),
-    switchover: { reason: pre.reason, lastDirty: pre.lastDirty },
+    switchover: { reason: pre.reason, lastDirty: pre.lastDirty, throttlePercent: throttle?.percent ?? 0 },
     states: states.map((st) => guest.decodeState(st)),
     tscKhz: ticksPerMs,
     timeline: session.history.map((e) => ({ state: e.to, atMs: e.at - h0 })),
