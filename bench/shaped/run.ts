@@ -22,7 +22,10 @@ import { describeMachine, machineFacts } from '../lib/machine.js';
 import { NetnsLink, netnsUnavailable } from '../lib/netns-link.js';
 
 const RELAY = fileURLToPath(new URL('../lib/delay-relay.js', import.meta.url));
-const { values } = parseArgs({ options: { b: { type: 'string' }, links: { type: 'string' }, json: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { b: { type: 'string' }, links: { type: 'string' }, 'auto-converge-too': { type: 'boolean' }, 'no-tls': { type: 'boolean' }, json: { type: 'boolean' } } });
+/** Each link is also run with these send flags (QEMU's auto-converge against post-copy taking over). */
+const VARIANTS: readonly string[][] = values['auto-converge-too'] ? [[], ['--auto-converge']] : [[]];
+const TLS_MODES = values['no-tls'] ? [false] : [false, true];
 const perVcpu = values.b ?? '128M';
 const memory = 2 * (parseSize(perVcpu) ?? 0);
 const links = (values.links ?? '1g:0.2,1g:1,1g:5,10g:0.2').split(',').map((l) => {
@@ -55,6 +58,8 @@ function line(p: ReturnType<typeof spawn>, re: RegExp): Promise<RegExpExecArray>
 
 interface Row {
   readonly link: string;
+  readonly variant: string;
+  readonly reason: string;
   readonly tls: boolean;
   readonly askedRttMs: number | undefined;
   readonly measuredRttMs: number | undefined;
@@ -66,21 +71,23 @@ interface Row {
   readonly lostWrites: number;
 }
 
-async function migrate(via: { src: string[]; dst: string[] }, host: string, connectTo: (port: number) => Promise<string>, tls: boolean): Promise<{ source: SourceReport; destination: DestinationReport }> {
+async function migrate(via: { src: string[]; dst: string[] }, host: string, connectTo: (port: number) => Promise<string>, tls: boolean, extra: readonly string[] = []): Promise<{ source: SourceReport; destination: DestinationReport }> {
   const sec = tls ? ['--psk-file', key] : host.startsWith('127.') ? [] : ['--insecure'];
   const common = ['--json', '--timeout', '10s', '--guest', 'threads'];
   const dst = postcopy(['migrate', 'receive', '--listen', `${host}:0`, '--run-after', '200ms', ...common, ...sec], via.dst);
   const port = Number((await dst.waitFor(/listening on [\d.]+:(\d+)/))[1]);
   const target = await connectTo(port);
-  const src = postcopy(['migrate', 'send', '--connect', target, '-s', 'shmem', '-b', perVcpu, '-v', '2', '--warmup', '200ms', ...common, ...sec.filter((f) => f !== '--insecure')], via.src);
+  const src = postcopy(['migrate', 'send', '--connect', target, '-s', 'shmem', '-b', perVcpu, '-v', '2', '--warmup', '200ms', ...common, ...sec.filter((f) => f !== '--insecure'), ...extra], via.src);
   const [s, d] = await Promise.all([src.exited(300_000), dst.exited(300_000)]);
   if (s !== 0 || d !== 0) throw new Error(`migration failed (${s}/${d}): ${src.stderr()} ${dst.stderr()}`);
   return { source: JSON.parse(src.stdout()) as SourceReport, destination: JSON.parse(dst.stdout()) as DestinationReport };
 }
 
 const rows: Row[] = [];
-const row = (link: string, tls: boolean, r: { source: SourceReport; destination: DestinationReport }, rateBits?: number, asked?: number, measured?: number): Row => ({
+const row = (link: string, tls: boolean, r: { source: SourceReport; destination: DestinationReport }, rateBits?: number, asked?: number, measured?: number, variant: readonly string[] = []): Row => ({
   link,
+  variant: variant.join(' ') || 'default',
+  reason: `${r.source.switchover.reason}${r.source.switchover.throttlePercent ? ` (throttled ${r.source.switchover.throttlePercent}%)` : ''}`,
   tls,
   askedRttMs: asked,
   measuredRttMs: measured,
@@ -92,7 +99,7 @@ const row = (link: string, tls: boolean, r: { source: SourceReport; destination:
   lostWrites: r.destination.oracle.lostWrites + r.destination.oracle.guestMismatches,
 });
 try {
-  for (const tls of [false, true]) rows.push(row('loopback', tls, await migrate({ src: [], dst: [] }, '127.0.0.1', async (p) => `127.0.0.1:${p}`, tls)));
+  for (const tls of TLS_MODES) rows.push(row('loopback', tls, await migrate({ src: [], dst: [] }, '127.0.0.1', async (p) => `127.0.0.1:${p}`, tls)));
   for (const l of links) {
     const link = NetnsLink.create({ rateBitsPerSecond: l.rateBits });
     const relays: ReturnType<typeof spawn>[] = [];
@@ -114,9 +121,11 @@ try {
         ping.on('exit', () => resolve(Number(out.trim())));
       });
       const name = `${l.rateBits / 1e9} Gbit/s, ${l.rttMs} ms`;
-      for (const tls of [false, true]) {
-        rows.push(row(name, tls, await migrate({ src: ['ip', 'netns', 'exec', link.ns('src')], dst: ['ip', 'netns', 'exec', link.ns('dst')] }, dstAddr, relayTo, tls), l.rateBits, l.rttMs, measured));
-        process.stderr.write(`${name}${tls ? ', TLS' : ''}: ${rows.at(-1)!.totalMs.toFixed(0)} ms\n`);
+      for (const tls of TLS_MODES) {
+        for (const v of VARIANTS) {
+          rows.push(row(name, tls, await migrate({ src: ['ip', 'netns', 'exec', link.ns('src')], dst: ['ip', 'netns', 'exec', link.ns('dst')] }, dstAddr, relayTo, tls, v), l.rateBits, l.rttMs, measured, v));
+          process.stderr.write(`${name}${tls ? ', TLS' : ''} ${v.join(' ')}: ${rows.at(-1)!.totalMs.toFixed(0)} ms\n`);
+        }
       }
     } finally {
       for (const r of relays) r.kill('SIGKILL');
@@ -132,9 +141,9 @@ if (values.json) console.log(JSON.stringify({ machine: machineFacts(), memory, r
 else {
   console.log(describeMachine(machineFacts()).join('\n'));
   console.log(`threads guest, ${memory / 2 ** 20} MiB, 2 workers, shmem/MINOR, default switchover policy`);
-  console.log('| link | TLS | RTT asked / measured ms | total ms | total ÷ (memory ÷ rate) | downtime ms | fault p50 / p99 ms | lost writes |');
-  console.log('|---|---|---:|---:|---:|---:|---:|---:|');
+  console.log('| link | TLS | policy | switchover | RTT asked / measured ms | total ms | total ÷ (memory ÷ rate) | downtime ms | fault p50 / p99 ms | lost writes |');
+  console.log('|---|---|---|---|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    console.log(`| ${r.link} | ${r.tls ? 'PSK' : 'no'} | ${f(r.askedRttMs)} / ${f(r.measuredRttMs, 2)} | ${f(r.totalMs, 0)} | ${r.idealMs ? f(r.totalMs / r.idealMs, 2) : '—'} | ${f(r.downtimeMs, 2)} | ${f(r.faultP50Ms, 2)} / ${f(r.faultP99Ms, 2)} | ${r.lostWrites} |`);
+    console.log(`| ${r.link} | ${r.tls ? 'PSK' : 'no'} | ${r.variant} | ${r.reason} | ${f(r.askedRttMs)} / ${f(r.measuredRttMs, 2)} | ${f(r.totalMs, 0)} | ${r.idealMs ? f(r.totalMs / r.idealMs, 2) : '—'} | ${f(r.downtimeMs, 2)} | ${f(r.faultP50Ms, 2)} / ${f(r.faultP99Ms, 2)} | ${r.lostWrites} |`);
   }
 }
