@@ -9,6 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { hva } from '../../address.js';
 import { native } from '../../native/binding.js';
+import { STOP, stoppableEpoll } from '../../uffd/stoppable-epoll.js';
 import { isSystemError } from '../../native/errors.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { PageStates } from './page-state.js';
@@ -17,12 +18,7 @@ import type { FaultMessage, FaultReaderConfig, FaultReaderStats } from './fault-
 const c = workerData as FaultReaderConfig;
 const uffd = Userfaultfd.borrow(c.fd, c.features, c.ioctls, true);
 const states = new PageStates(c.states);
-const EPOLLIN = 0x1;
-const EPOLL_CTL_ADD = 1;
-const STOP = 1;
-const epfd = native.epollCreate();
-native.epollCtl(epfd, EPOLL_CTL_ADD, c.fd, EPOLLIN, 0);
-native.epollCtl(epfd, EPOLL_CTL_ADD, c.stopFd, EPOLLIN, STOP);
+const epfd = stoppableEpoll(c.fd, c.stopFd);
 const ready = new Uint32Array(4);
 let faults = 0, local = 0, forwarded = 0, exists = 0;
 

@@ -9,6 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { hva } from '../../address.js';
 import { native } from '../../native/binding.js';
+import { STOP, stoppableEpoll } from '../../uffd/stoppable-epoll.js';
 import { pagefaultKind } from '../../uffd/events.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { Counter, type PlaceTarget, placeRange } from './placement.js';
@@ -32,12 +33,7 @@ const target: PlaceTarget = {
 const record = new Int32Array(c.record);
 const faulted = new UnitMap(c.units);
 const prefetch = new Int32Array(c.prefetch);
-const EPOLLIN = 0x1;
-const EPOLL_CTL_ADD = 1;
-const STOP = 1;
-const epfd = native.epollCreate();
-native.epollCtl(epfd, EPOLL_CTL_ADD, c.fd, EPOLLIN, 0);
-native.epollCtl(epfd, EPOLL_CTL_ADD, c.stopFd, EPOLLIN, STOP);
+const epfd = stoppableEpoll(c.fd, c.stopFd);
 const ready = new Uint32Array(4);
 /** Background chunk: 2 MiB of 4 KiB units, or one huge page. */
 const CHUNK = Math.max(1, Math.floor((2 << 20) / c.unit));
