@@ -170,7 +170,7 @@ export function parseMigrateArgs(args: string[]):
 export const migrateCommand: Command = {
   name: 'migrate',
   summary: 'live-migrate a running guest (KVM vCPUs, or threads where there is no KVM) over TCP: precopy, then post-copy',
-  usage: `${NAME} --demo | send --connect HOST:PORT | receive --listen HOST:PORT [options]`,
+  usage: `${NAME} --demo | send --connect HOST:PORT | receive --listen HOST:PORT [options] | recover PID`,
   description: [
     'Moves a running guest from one process (send) to another (receive). The guest loops over',
     'its memory, incrementing a counter in every page and timing its own progress. The source',
