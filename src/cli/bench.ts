@@ -119,6 +119,6 @@ export const benchCommand: Command = {
   async run(args: string[], io: Io): Promise<number> {
     const options = parseBenchArgs(args);
     const { benchMain } = await import('../apps/bench/main.js');
-    return (await benchMain(options, io)) ? ExitCode.OK : ExitCode.FAILURE;
+    return (await benchMain(options, io, args)) ? ExitCode.OK : ExitCode.FAILURE;
   },
 };

@@ -195,12 +195,12 @@ export const migrateCommand: Command = {
     const { FrozenGuestError } = await import('../apps/migrate/destination/destination.js');
     const { clean } = await import('../apps/migrate/report.js');
     if (parsed.role === 'send') {
-      await m.sendMain(parsed.send, io, parsed.json);
+      await m.sendMain(parsed.send, io, parsed.json, args);
       return ExitCode.OK;
     }
     if (parsed.role === 'receive') {
       try {
-        const report = await m.receiveMain(parsed.receive, io, parsed.json);
+        const report = await m.receiveMain(parsed.receive, io, parsed.json, args);
         if (clean(report)) return ExitCode.OK;
         io.err(`postcopy: the oracle found ${report.oracle.lostWrites} lost write(s) and the guest saw ${report.oracle.guestMismatches} mismatch(es)\n`);
         return ExitCode.FAILURE;
@@ -214,7 +214,7 @@ export const migrateCommand: Command = {
         throw e;
       }
     }
-    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json);
+    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json, args);
     return clean(destination) ? ExitCode.OK : ExitCode.FAILURE;
   },
 };

@@ -30,6 +30,7 @@ import { acceptSource, acceptUrgent } from './accept.js';
 import { mapCleanPages } from './clean-mapper.js';
 import { PagePlacer } from './placement.js';
 import { PageRequests } from './requests.js';
+import type { Recorder } from '../../../metrics/series.js';
 
 export type { OracleResult } from '../../../guest/oracle.js';
 
@@ -47,6 +48,8 @@ export interface DestinationOptions {
   readonly runAfterMs: number;
   readonly timeoutMs: number;
   readonly onEvent?: (e: DestinationEvent) => void;
+  /** Samples pages arriving by how they travelled and link bytes over time (events come from onEvent). */
+  readonly recorder?: Recorder;
 }
 
 export type DestinationEvent =
@@ -96,7 +99,7 @@ export interface DestinationReport {
   readonly postcopyMs: number;
   readonly faults: FaultReaderStats;
   /** Fault read → its page placed, for faults that waited on the network (ms). */
-  readonly latencyMs: { count: number; p50: number; p99: number; max: number };
+  readonly latencyMs: { count: number; p50: number; p99: number; max: number; log2Us: number[] };
   /** Per worker, the sum of those waits (ms). */
   readonly blocktimeMs: readonly number[];
   /**
@@ -238,6 +241,7 @@ class Receiver {
       this.#failWith,
     );
     await guest.arm();
+    this.#o.recorder?.watch(['pages.precopy', 'pages.background', 'pages.onDemand', 'link.receivedBytes'], () => [this.placer.precopyPages, this.#requests.backgroundPages, this.#requests.onDemandPages, this.#main.bytesReceived + urgent.bytesReceived]);
     this.session.enter('precopy');
     this.#main.onFrame((f) => this.#receive('main', f));
     urgent.onFrame((f) => this.#receive('urgent', f));

@@ -37,6 +37,7 @@ import { Session, type SessionState } from '../session.js';
 import { UnitBitmap } from '../stale-set.js';
 import { encodeSwitchover } from '../switchover.js';
 import { PostcopySender } from './postcopy-sender.js';
+import type { Recorder } from '../../../metrics/series.js';
 import { type RoundFigures, RUN_BYTES, runPrecopy, sendRun, type SwitchoverPolicy, type SwitchoverReason } from './precopy.js';
 
 export type { RoundFigures, SwitchoverPolicy } from './precopy.js';
@@ -57,6 +58,8 @@ export interface SourceOptions {
   /** A peer silent this long (ms) is an error. */
   readonly timeoutMs: number;
   readonly onEvent?: (e: SourceEvent) => void;
+  /** Samples link bytes and post-copy pages sent over time (events come from onEvent). */
+  readonly recorder?: Recorder;
 }
 
 export type SourceEvent =
@@ -241,6 +244,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     }
   };
 
+  o.recorder?.watch(['link.sentBytes', 'pages.background', 'pages.onDemand'], () => [main.bytesSent + urgent.bytesSent, sender?.backgroundPages ?? 0, sender?.onDemandPages ?? 0]);
   // Precopy.
   session.enter('precopy');
   const t0 = process.hrtime.bigint();
