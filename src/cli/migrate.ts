@@ -64,6 +64,7 @@ const OPTIONS = {
   'map-clean': { type: 'string' },
   'run-after': { type: 'string' },
   json: { type: 'boolean' },
+  html: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parseOptions<typeof OPTIONS>>['values'];
@@ -103,20 +104,21 @@ function receiveTuning(v: Values): Pick<ReceiveOptions, 'mapClean' | 'runAfterMs
 
 /** Which role, with its options: every refusal is a UsageError naming the flag. */
 export function parseMigrateArgs(args: string[]):
-  | { role: 'send'; json: boolean; send: SendOptions }
-  | { role: 'receive'; json: boolean; receive: ReceiveOptions }
-  | { role: 'demo'; json: boolean; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'> } {
+  | { role: 'send'; json: boolean; html?: string | undefined; send: SendOptions }
+  | { role: 'receive'; json: boolean; html?: string | undefined; receive: ReceiveOptions }
+  | { role: 'demo'; json: boolean; html?: string | undefined; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'> } {
   const role = args[0] === 'send' || args[0] === 'receive' ? args[0] : undefined;
   const rest = role ? args.slice(1) : args;
   const { values: v } = parseOptions(NAME, rest, OPTIONS);
   const json = v.json ?? false;
+  if (v.html === '') throw usage('--html needs a file name');
   const only = (flags: (keyof Values)[], where: string) => {
     for (const f of flags) if (v[f] !== undefined) throw usage(`${f.length === 1 ? '-' : '--'}${f} is for ${where}`);
   };
   if (role === 'send') {
     if (v.demo) throw usage('--demo runs both roles; drop `send`');
     only(['listen', 'max-memory', 'map-clean', 'run-after'], '`migrate receive` or --demo');
-    return { role, json, send: { ...endpoint('--connect', v.connect), ...sendOptions(v) } };
+    return { role, json, html: v.html, send: { ...endpoint('--connect', v.connect), ...sendOptions(v) } };
   }
   if (role === 'receive') {
     if (v.demo) throw usage('--demo runs both roles; drop `receive`');
@@ -125,6 +127,7 @@ export function parseMigrateArgs(args: string[]):
     return {
       role,
       json,
+      html: v.html,
       receive: {
         ...endpoint('--listen', v.listen),
         source,
@@ -138,7 +141,7 @@ export function parseMigrateArgs(args: string[]):
   }
   if (!v.demo) throw usage('say `send`, `receive` or --demo');
   only(['connect', 'listen', 'max-memory'], '`migrate send` / `migrate receive`');
-  return { role: 'demo', json, send: sendOptions(v), receive: receiveTuning(v) };
+  return { role: 'demo', json, html: v.html, send: sendOptions(v), receive: receiveTuning(v) };
 }
 
 export const migrateCommand: Command = {
@@ -187,6 +190,7 @@ export const migrateCommand: Command = {
     ['--map-clean before|after', 'MINOR: map clean pages before resuming the guest, or in the background after (default after)'],
     ['--run-after <duration>', `how long the guest runs on after the last page before the check (default ${DEFAULTS.runAfterMs}ms)`],
     ['--json', 'print every figure as JSON'],
+    ['--html <file>', 'also write an HTML report of the run there (see `postcopy report`)'],
   ],
 
   async run(args: string[], io: Io): Promise<number> {
@@ -194,13 +198,16 @@ export const migrateCommand: Command = {
     const m = await import('../apps/migrate/main.js');
     const { FrozenGuestError } = await import('../apps/migrate/destination/destination.js');
     const { clean } = await import('../apps/migrate/report.js');
+    const { writeRunHtml } = await import('../apps/report/main.js');
+    const html = (run: unknown) => parsed.html && writeRunHtml(run, parsed.html);
     if (parsed.role === 'send') {
-      await m.sendMain(parsed.send, io, parsed.json, args);
+      html(await m.sendMain(parsed.send, io, parsed.json, args));
       return ExitCode.OK;
     }
     if (parsed.role === 'receive') {
       try {
         const report = await m.receiveMain(parsed.receive, io, parsed.json, args);
+        html(report);
         if (clean(report)) return ExitCode.OK;
         io.err(`postcopy: the oracle found ${report.oracle.lostWrites} lost write(s) and the guest saw ${report.oracle.guestMismatches} mismatch(es)\n`);
         return ExitCode.FAILURE;
@@ -214,7 +221,9 @@ export const migrateCommand: Command = {
         throw e;
       }
     }
-    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json, args);
+    const demo = await m.demoMain(parsed.send, parsed.receive, io, parsed.json, args);
+    const { destination } = demo;
+    html(demo);
     return clean(destination) ? ExitCode.OK : ExitCode.FAILURE;
   },
 };

@@ -12,6 +12,7 @@ import { memoryLine, resultJson, resultLines } from './report.js';
 import { openKvm, runBench } from './run.js';
 import { Recorder, seriesEnabled } from '../../metrics/series.js';
 import { runInfo } from '../../metrics/run-info.js';
+import { writeRunHtml } from '../report/main.js';
 
 /** The memory a run maps: test memory, and for MISSING the COPY source of the same size. */
 function memoryNeeded(o: BenchOptions): number {
@@ -137,6 +138,7 @@ export async function benchMain(o: BenchOptions & { json: boolean; memoryFaultEx
   const json = { run: runInfo('bench', ['bench', ...argv]), ...resultJson(result) };
   if (o.json) io.out(`${JSON.stringify(json, null, 2)}\n`);
   else io.out(`${resultLines(result).join('\n')}\n`);
+  if (o.html) writeRunHtml(json, o.html);
   if (mismatches > 0) io.err(`postcopy: ${mismatches} page(s) failed verification; the first at guest-physical ${hex(firstBad ?? 0)}\n`);
   if (!faultsOk) io.err(`postcopy: ${result.pager!.faults} faults went through userfaultfd, expected ${result.expectedFaults}\n`);
   return mismatches === 0 && faultsOk;

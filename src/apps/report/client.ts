@@ -49,7 +49,8 @@ export function drawReport(view: ReportView, uPlot: any, doc: any, win: any): vo
       cursor: { drag: { x: !bars, y: false } },
       scales: {
         x: bars ? { time: false, range: (_u: any, min: number, max: number) => [min - 0.5, max + 0.5] } : { time: false },
-        y: spec.yLog ? { distr: 3, log: 10 } : { range: (_u: any, _min: number, max: number) => [0, max > 0 ? max * 1.08 : 1] },
+        // Log: from below 1, so that a bucket holding one fault still shows as a bar.
+        y: spec.yLog ? { distr: 3, log: 10, range: (_u: any, _min: number, max: number) => [0.5, Math.max(10, max * 2)] } : { range: (_u: any, _min: number, max: number) => [0, max > 0 ? max * 1.08 : 1] },
       },
       axes: [
         bars
