@@ -19,7 +19,7 @@ import { choosePlacement } from './placement.js';
 import type { BenchResult, Placement } from './result.js';
 import { calibratePlacement } from './calibrate.js';
 import type { Recorder } from '../../metrics/series.js';
-import { BenchRecording } from './recording.js';
+import { BenchRecording, SLOT_STRIDE } from './recording.js';
 
 /** Progress events, for a display on a terminal. */
 export type BenchEvent =
@@ -153,7 +153,7 @@ export async function runBench(o: BenchOptions, outerHooks: BenchHooks = {}, pla
     if (recording) hooks = recording.hooks(hooks);
     if (o.mode) {
       pager = await Pager.start({
-        ...(recording?.readers ? { progress: recording.readers } : {}),
+        ...(recording?.readers ? { progress: recording.readers, progressStride: SLOT_STRIDE } : {}),
         uffds,
         readersPerUffd: o.readersPerUffd,
         resolution: resolution!,
@@ -167,7 +167,7 @@ export async function runBench(o: BenchOptions, outerHooks: BenchHooks = {}, pla
     const verify = o.verify && (o.mode !== undefined || region.alias !== undefined);
     const run = kvm
       ? await runKvm(kvm, vm, { ...o, verify }, region, place, hooks)
-      : await runThreads({ ...o, verify }, region, place, hooks, recording?.touchers);
+      : await runThreads({ ...o, verify }, region, place, hooks, recording?.touchers ? { slots: recording.touchers, stride: SLOT_STRIDE } : undefined);
     vm = undefined; // the guest VM took it over and closed it
     hooks.onEvent?.({ phase: 'joined' });
     if (pager) {

@@ -17,14 +17,16 @@ export function drawReport(view: ReportView, uPlot: any, doc: any, win: any): vo
       const bands = spec.bands ?? [];
       if (bands.length === 0) return;
       const ctx = u.ctx;
-      const { top, height } = u.bbox;
+      const { left, top, width, height } = u.bbox;
       const px = uPlot.pxRatio;
       ctx.save();
       ctx.font = `${Math.round(11 * px)}px sans-serif`;
       let rounds = 0;
       for (const b of bands) {
-        const x0 = u.valToPos(b.from, 'x', true);
-        const x1 = u.valToPos(b.to, 'x', true);
+        // Clipped to the plot area: a round may have begun before the axis does.
+        const x0 = Math.max(left, u.valToPos(b.from, 'x', true));
+        const x1 = Math.min(left + width, u.valToPos(b.to, 'x', true));
+        if (x1 < left || x0 > left + width) continue;
         // To scale, but never thinner than a line: a 10 ms blackout on a 5 s axis is still seen.
         const w = Math.max(px * 2, x1 - x0);
         if (b.kind === 'blackout') ctx.fillStyle = 'rgba(214, 39, 40, 0.45)';
