@@ -12,6 +12,8 @@ const { usage, integer: positiveInt, size, backing, faultMode } = optionParsers(
 function pinning(text: string, vcpus: number): { vcpuCpus: number[]; readerCpus: number[] | undefined } {
   const cpus = text.split(',').map((c) => {
     if (!/^\d+$/.test(c)) throw usage(`-c takes a comma-separated list of CPU numbers, got '${text}'`);
+    // CPU_SETSIZE: no CPU number is larger, and past it the kernel's answer is an error deep in a vCPU thread.
+    if (Number(c) >= 1024) throw usage(`-c ${c}: CPU numbers are below 1024 (CPU_SETSIZE)`);
     return Number(c);
   });
   if (cpus.length < vcpus || cpus.length > vcpus + 1) {
