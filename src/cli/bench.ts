@@ -25,7 +25,7 @@ function pinning(text: string, vcpus: number): { vcpuCpus: number[]; readerCpus:
 }
 
 /** Turns the command line into BenchOptions; every refusal is a UsageError naming the flag. */
-export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; memoryFaultExits: boolean } {
+export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; memoryFaultExits: boolean; html: string | undefined } {
   const { values } = parseOptions(NAME, args, {
     u: { type: 'string' },
     s: { type: 'string' },
@@ -39,6 +39,7 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
     m: { type: 'string', multiple: true },
     w: { type: 'boolean' },
     json: { type: 'boolean' },
+    html: { type: 'string' },
     'no-verify': { type: 'boolean' },
     'write-percent': { type: 'string' },
     'random-access': { type: 'boolean' },
@@ -82,6 +83,7 @@ export function parseBenchArgs(args: string[]): BenchOptions & { json: boolean; 
     readerWait,
     vcpuThreads: values['vcpu-threads'] ?? false,
     json: values.json ?? false,
+    html: values.html === '' ? (() => { throw usage('--html needs a file name'); })() : values.html,
     memoryFaultExits: values.w ?? false,
   };
 }
@@ -112,6 +114,7 @@ export const benchCommand: Command = {
     ['-m 9', "guest mode (accepted for the kernel test's scripts; x86-64 has only mode 9)"],
     ['-w', 'memory-fault exits instead of sleeping in userfaultfd (needs KVM_CAP_USERFAULT_ON_MISSING)'],
     ['--json', 'print every figure as JSON instead of the kernel test\'s lines'],
+    ['--html <file>', 'also write an HTML report of the run there (see `postcopy report`)'],
     ['--no-verify', 'do not check page contents in the guest'],
     ['--write-percent <n>', 'percentage of accesses that write (default 100)'],
     ['--random-access', 'touch pages in random order'],
@@ -123,6 +126,6 @@ export const benchCommand: Command = {
   async run(args: string[], io: Io): Promise<number> {
     const options = parseBenchArgs(args);
     const { benchMain } = await import('../apps/bench/main.js');
-    return (await benchMain(options, io)) ? ExitCode.OK : ExitCode.FAILURE;
+    return (await benchMain(options, io, args)) ? ExitCode.OK : ExitCode.FAILURE;
   },
 };

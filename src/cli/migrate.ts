@@ -70,6 +70,7 @@ const OPTIONS = {
   'run-after': { type: 'string' },
   json: { type: 'boolean' },
   ...SECURITY_OPTIONS,
+  html: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parseOptions<typeof OPTIONS>>['values'];
@@ -115,10 +116,10 @@ function receiveTuning(v: Values): Pick<ReceiveOptions, 'mapClean' | 'runAfterMs
 
 /** Which role, with its options: every refusal is a UsageError naming the flag. */
 export function parseMigrateArgs(args: string[]):
-  | { role: 'send'; json: boolean; send: SendOptions }
-  | { role: 'receive'; json: boolean; receive: ReceiveOptions }
+  | { role: 'send'; json: boolean; html?: string | undefined; send: SendOptions }
+  | { role: 'receive'; json: boolean; html?: string | undefined; receive: ReceiveOptions }
   | { role: 'recover'; json: boolean; pid: number }
-  | { role: 'demo'; json: boolean; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>; securityArgs: string[] } {
+  | { role: 'demo'; json: boolean; html?: string | undefined; send: Omit<SendOptions, 'host' | 'port'>; receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>; securityArgs: string[] } {
   if (args[0] === 'recover') {
     const rest = args.slice(1);
     if (rest.length !== 1 || !/^\d{1,9}$/.test(rest[0]!)) throw usage('recover takes the pid of a running `postcopy migrate send` or `receive`: `postcopy migrate recover PID`');
@@ -128,13 +129,14 @@ export function parseMigrateArgs(args: string[]):
   const rest = role ? args.slice(1) : args;
   const { values: v } = parseOptions(NAME, rest, OPTIONS);
   const json = v.json ?? false;
+  if (v.html === '') throw usage('--html needs a file name');
   const only = (flags: (keyof Values)[], where: string) => {
     for (const f of flags) if (v[f] !== undefined) throw usage(`${f.length === 1 ? '-' : '--'}${f} is for ${where}`);
   };
   if (role === 'send') {
     if (v.demo) throw usage('--demo runs both roles; drop `send`');
     only(['listen', 'max-memory', 'map-clean', 'run-after', 'insecure'], '`migrate receive` or --demo');
-    return { role, json, send: { ...endpoint('--connect', v.connect), ...sendOptions(v) } };
+    return { role, json, html: v.html, send: { ...endpoint('--connect', v.connect), ...sendOptions(v) } };
   }
   if (role === 'receive') {
     if (v.demo) throw usage('--demo runs both roles; drop `receive`');
@@ -149,6 +151,7 @@ export function parseMigrateArgs(args: string[]):
     return {
       role,
       json,
+      html: v.html,
       receive: {
         ...listen,
         security,
@@ -164,7 +167,7 @@ export function parseMigrateArgs(args: string[]):
   }
   if (!v.demo) throw usage('say `send`, `receive` or --demo');
   only(['connect', 'listen', 'max-memory', 'insecure', 'tls-name'], '`migrate send` / `migrate receive`');
-  return { role: 'demo', json, send: sendOptions(v), receive: receiveTuning(v), securityArgs: securityArgs(v) };
+  return { role: 'demo', json, html: v.html, send: sendOptions(v), receive: receiveTuning(v), securityArgs: securityArgs(v) };
 }
 
 export const migrateCommand: Command = {
@@ -219,6 +222,7 @@ export const migrateCommand: Command = {
     ['--run-after <duration>', `how long the guest runs on after the last page before the check (default ${DEFAULTS.runAfterMs}ms)`],
     ...SECURITY_HELP,
     ['--json', 'print every figure as JSON'],
+    ['--html <file>', 'also write an HTML report of the run there (see `postcopy report`)'],
   ],
 
   async run(args: string[], io: Io): Promise<number> {
@@ -231,13 +235,16 @@ export const migrateCommand: Command = {
       io.err(`${askToRecover(parsed.pid)}\n`);
       return ExitCode.OK;
     }
+    const { writeRunHtml } = await import('../apps/report/main.js');
+    const html = (run: unknown) => parsed.html && writeRunHtml(run, parsed.html);
     if (parsed.role === 'send') {
-      await m.sendMain(parsed.send, io, parsed.json);
+      html(await m.sendMain(parsed.send, io, parsed.json, args));
       return ExitCode.OK;
     }
     if (parsed.role === 'receive') {
       try {
-        const report = await m.receiveMain(parsed.receive, io, parsed.json);
+        const report = await m.receiveMain(parsed.receive, io, parsed.json, args);
+        html(report);
         if (clean(report)) return ExitCode.OK;
         io.err(`postcopy: the oracle found ${report.oracle.lostWrites} lost write(s) and the guest saw ${report.oracle.guestMismatches} mismatch(es)\n`);
         return ExitCode.FAILURE;
@@ -251,7 +258,9 @@ export const migrateCommand: Command = {
         throw e;
       }
     }
-    const { destination } = await m.demoMain(parsed.send, parsed.receive, io, parsed.json, parsed.securityArgs);
+    const demo = await m.demoMain(parsed.send, parsed.receive, io, parsed.json, args, parsed.securityArgs);
+    const { destination } = demo;
+    html(demo);
     return clean(destination) ? ExitCode.OK : ExitCode.FAILURE;
   },
 };

@@ -21,6 +21,15 @@ export interface PagerOptions {
   readonly spinUs?: number;
   /** CPUs for reader i (cycled); undefined: no pinning. */
   readonly readerCpus?: readonly (readonly number[])[];
+  /**
+   * A Float64Array over shared memory with a slot per reader (readers of uffds[0] first,
+   * reader i at index i × progressStride): each reader stores its count of resolved faults
+   * there after every fault, for a sampler to read while the pager runs. Undefined:
+   * nothing is published.
+   */
+  readonly progress?: Float64Array;
+  /** Elements between two readers' slots (default 1); 16 keeps each reader on its own cache lines. */
+  readonly progressStride?: number;
 }
 
 export interface PagerStats {
@@ -72,6 +81,7 @@ export class Pager {
           cpus,
           exclusive: options.readersPerUffd > 1,
           spinUs: options.spinUs ?? 0,
+          ...(options.progress ? { progress: options.progress.buffer as SharedArrayBuffer, progressSlot: options.progress.byteOffset / 8 + index * (options.progressStride ?? 1) } : {}),
         };
         const worker = new Worker(new URL('./reader.worker.js', import.meta.url), { workerData: config });
         pager.#workers.push(worker);
@@ -170,6 +180,13 @@ function checkOptions(options: PagerOptions): void {
     integer(where, 'options.resolution.source', c.source, { min: 0, multipleOf: PAGE, unit: `the page size (${PAGE})` });
   }
   if (o.delayUs !== undefined) nonNegative(where, 'options.delayUs', o.delayUs);
+  if (o.progress !== undefined) {
+    const readers = (o.uffds as readonly unknown[]).length * (o.readersPerUffd as number);
+    const stride = o.progressStride === undefined ? 1 : integer(where, 'options.progressStride', o.progressStride, { min: 1, max: 1024 });
+    if (!(o.progress instanceof Float64Array) || !(o.progress.buffer instanceof SharedArrayBuffer) || o.progress.length < (readers - 1) * stride + 1) {
+      throw new ArgumentError('options.progress', `${where}: options.progress must be a Float64Array over a SharedArrayBuffer with a slot for each of the ${readers} reader(s), got ${describe(o.progress)}`);
+    }
+  }
   if (o.spinUs !== undefined) nonNegative(where, 'options.spinUs', o.spinUs);
   if (o.readerCpus !== undefined) {
     if (!Array.isArray(o.readerCpus)) throw new ArgumentError('options.readerCpus', `${where}: options.readerCpus must be an array of CPU lists, got ${describe(o.readerCpus)}`);

@@ -32,6 +32,9 @@ export interface ReaderConfig {
    * always sleep. Only worth it when this reader has a CPU to itself.
    */
   spinUs: number;
+  /** Where to publish the running count of resolved faults (Float64Array slot `progressSlot`), for a sampler; undefined: not published. */
+  progress?: SharedArrayBuffer;
+  progressSlot?: number;
 }
 
 const EPOLLIN = 0x1;
@@ -51,6 +54,8 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const pageMask = c.pageSize;
 const r = c.resolution;
 const service = new Histogram();
+const progress = c.progress ? new Float64Array(c.progress) : undefined;
+const progressSlot = c.progressSlot ?? 0;
 let faults = 0, missing = 0, minor = 0, wp = 0, exists = 0, retries = 0, emptyReads = 0;
 
 const fillOp: (at: number, length: number) => FillResult =
@@ -154,6 +159,7 @@ function serve(): void {
       }
       lastFault = now;
       service.record((now - t0) * 1e6);
+      if (progress) progress[progressSlot] = faults;
     }
     if (deferred.length > 0) retryDeferred();
   }

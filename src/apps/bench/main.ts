@@ -10,6 +10,9 @@ import { Progress } from '../../cli/progress.js';
 import { type BenchOptions, testMemoryBytes, uffdPageSize } from './options.js';
 import { memoryLine, resultJson, resultLines } from './report.js';
 import { openKvm, runBench } from './run.js';
+import { Recorder, seriesEnabled } from '../../metrics/series.js';
+import { runInfo } from '../../metrics/run-info.js';
+import { writeRunHtml } from '../report/main.js';
 
 /** The memory a run maps: test memory, and for MISSING the COPY source of the same size. */
 function memoryNeeded(o: BenchOptions): number {
@@ -86,7 +89,7 @@ export function preflight(o: BenchOptions): void {
 }
 
 /** `postcopy bench`: runs, prints as demand_paging_test does (or JSON), and says whether the run was correct. */
-export async function benchMain(o: BenchOptions & { json: boolean; memoryFaultExits: boolean }, io: Io): Promise<boolean> {
+export async function benchMain(o: BenchOptions & { json: boolean; memoryFaultExits: boolean; html?: string | undefined }, io: Io, argv: readonly string[] = []): Promise<boolean> {
   checkCombination(o);
   preflight(o);
   const text = !o.json;
@@ -108,6 +111,7 @@ export async function benchMain(o: BenchOptions & { json: boolean; memoryFaultEx
   let result;
   try {
     result = await runBench(o, {
+    ...(seriesEnabled() ? { recorder: new Recorder() } : {}),
     onEvent: (e) => {
       if (e.phase === 'prefill') progress?.update(`prefilling ${formatSize(e.bytes)}`);
       if (e.phase === 'calibrate') progress?.update('calibrating where readers run');
@@ -131,8 +135,10 @@ export async function benchMain(o: BenchOptions & { json: boolean; memoryFaultEx
   const mismatches = result.vcpus.reduce((n, v) => n + v.mismatches, 0);
   const firstBad = result.vcpus.find((v) => v.mismatches > 0)?.firstMismatch;
   const faultsOk = !result.pager || Number.isNaN(result.expectedFaults) || result.pager.faults === result.expectedFaults;
-  if (o.json) io.out(`${JSON.stringify(resultJson(result), null, 2)}\n`);
+  const json = { run: runInfo('bench', ['bench', ...argv]), ...resultJson(result) };
+  if (o.json) io.out(`${JSON.stringify(json, null, 2)}\n`);
   else io.out(`${resultLines(result).join('\n')}\n`);
+  if (o.html) writeRunHtml(json, o.html);
   if (mismatches > 0) io.err(`postcopy: ${mismatches} page(s) failed verification; the first at guest-physical ${hex(firstBad ?? 0)}\n`);
   if (!faultsOk) io.err(`postcopy: ${result.pager!.faults} faults went through userfaultfd, expected ${result.expectedFaults}\n`);
   return mismatches === 0 && faultsOk;

@@ -60,9 +60,12 @@ export function resultJson(r: BenchResult): object {
           retries: p.retries,
           readerCpuSeconds: p.cpuNs / 1e9,
           serviceNs: p.service.summary(),
+          /** QEMU's form: serviceLog2Us[N] faults took [2^N, 2^(N+1)) µs (N = 0 also under 1 µs). */
+          serviceLog2Us: p.service.log2UsCounts(),
           readers: p.readers.map((x) => ({ threadId: x.threadId, uffd: x.uffd, faults: x.faults, exists: x.exists, emptyReads: x.emptyReads, cpuSeconds: x.cpuNs / 1e9 })),
         }
       : null,
     placement: r.placement,
+    series: r.series ?? null,
   };
 }

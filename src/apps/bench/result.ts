@@ -27,6 +27,8 @@ export interface BenchResult {
   /** Faults that went through userfaultfd that the run expected: one per backing page touched. */
   readonly expectedFaults: number;
   readonly placement: Placement;
+  /** Pages done per vCPU and faults resolved over time (undefined: not recorded). */
+  readonly series?: import('../../metrics/series.js').SeriesData | undefined;
 }
 
 /** Where vCPUs and readers ran, and why. */

@@ -18,6 +18,8 @@ import { runThreads } from './vcpus-threads.js';
 import { choosePlacement } from './placement.js';
 import type { BenchResult, Placement } from './result.js';
 import { calibratePlacement } from './calibrate.js';
+import type { Recorder } from '../../metrics/series.js';
+import { BenchRecording, SLOT_STRIDE } from './recording.js';
 
 /** Progress events, for a display on a terminal. */
 export type BenchEvent =
@@ -30,6 +32,8 @@ export type BenchEvent =
 
 export interface BenchHooks {
   readonly onEvent?: (e: BenchEvent) => void;
+  /** Records pages done per vCPU and faults resolved over time (recording.ts); the result's series. */
+  readonly recorder?: Recorder;
 }
 
 /** The userfaultfd features a registration mode needs on a backing source. */
@@ -104,7 +108,8 @@ function standaloneGuestMemfd(o: BenchOptions): ((size: number) => number) | und
 }
 
 /** One run of the demand paging benchmark. */
-export async function runBench(o: BenchOptions, hooks: BenchHooks = {}, placement?: Placement): Promise<BenchResult> {
+export async function runBench(o: BenchOptions, outerHooks: BenchHooks = {}, placement?: Placement): Promise<BenchResult> {
+  let hooks = outerHooks;
   const size = testMemoryBytes(o);
   // A guest_memfd belongs to the VM it was made by, so with KVM the VM comes first.
   const kvm = o.vcpuThreads ? undefined : openKvm();
@@ -144,8 +149,11 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}, placemen
     const calibrate = placement === undefined && o.mode !== undefined && o.vcpuCpus === undefined && o.readerWait === 'auto';
     if (calibrate) hooks.onEvent?.({ phase: 'calibrate' });
     const place = placement ?? (calibrate ? await calibratePlacement(o, uffds.length, (x, p) => runBench(x, {}, p)) : choosePlacement(o, uffds.length));
+    const recording = hooks.recorder ? new BenchRecording(o, kvm ? 'kvm' : 'threads', uffds.length, hooks.recorder) : undefined;
+    if (recording) hooks = recording.hooks(hooks);
     if (o.mode) {
       pager = await Pager.start({
+        ...(recording?.readers ? { progress: recording.readers, progressStride: SLOT_STRIDE } : {}),
         uffds,
         readersPerUffd: o.readersPerUffd,
         resolution: resolution!,
@@ -159,7 +167,7 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}, placemen
     const verify = o.verify && (o.mode !== undefined || region.alias !== undefined);
     const run = kvm
       ? await runKvm(kvm, vm, { ...o, verify }, region, place, hooks)
-      : await runThreads({ ...o, verify }, region, place, hooks);
+      : await runThreads({ ...o, verify }, region, place, hooks, recording?.touchers ? { slots: recording.touchers, stride: SLOT_STRIDE } : undefined);
     vm = undefined; // the guest VM took it over and closed it
     hooks.onEvent?.({ phase: 'joined' });
     if (pager) {
@@ -176,6 +184,7 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}, placemen
       pager: stats,
       expectedFaults: o.mode ? touchedBytes / uffdPageSize(o) : 0,
       placement: place,
+      series: hooks.recorder?.stop(),
     };
   } finally {
     if (pager) await pager.stop().catch(() => undefined);

@@ -22,6 +22,9 @@ export interface ToucherConfig {
   cpus: number[];
   /** Set to 1 by the parent to start every toucher at once. */
   go: SharedArrayBuffer;
+  /** Float64Array slot `progressSlot`: pages done so far, for a sampler (undefined: not published). */
+  progress?: SharedArrayBuffer;
+  progressSlot?: number;
 }
 
 const c = workerData as ToucherConfig;
@@ -29,6 +32,8 @@ if (c.cpus.length) native.setAffinity(0, c.cpus);
 const view = new DataView(native.view(c.host, c.bytes));
 const pages = c.bytes / c.stride;
 const go = new Int32Array(c.go);
+const progress = c.progress ? new Float64Array(c.progress) : undefined;
+const progressSlot = c.progressSlot ?? 0;
 parentPort!.postMessage({ ready: true });
 Atomics.wait(go, 0, 0);
 
@@ -59,6 +64,7 @@ for (let i = 0; i < pages; i++) {
   } else {
     view.getUint8(off);
   }
+  if (progress) progress[progressSlot] = i + 1;
 }
 const ns = Number(process.hrtime.bigint() - t0);
 const result: VcpuResult = { index: c.index, ns, accesses: pages, mismatches, firstMismatch, cpuNs: native.threadCpuNs(), threadId: native.gettid() };

@@ -7,7 +7,7 @@ import { slice, type VcpuRun } from './slices.js';
 import type { ToucherConfig } from './toucher.worker.js';
 
 /** Runs the touchers (--vcpu-threads) and returns their results in vCPU order. */
-export async function runThreads(o: BenchOptions, region: GuestRegion, place: Placement, hooks: BenchHooks): Promise<VcpuRun> {
+export async function runThreads(o: BenchOptions, region: GuestRegion, place: Placement, hooks: BenchHooks, progress?: { slots: Float64Array; stride: number }): Promise<VcpuRun> {
   const go = new SharedArrayBuffer(4);
   const workers: Worker[] = [];
   const readies: Promise<void>[] = [];
@@ -27,6 +27,7 @@ export async function runThreads(o: BenchOptions, region: GuestRegion, place: Pl
       randomAccess: o.randomAccess,
       cpus: place.vcpuCpus[i] ? [...place.vcpuCpus[i]!] : [],
       go,
+      ...(progress ? { progress: progress.slots.buffer as SharedArrayBuffer, progressSlot: i * progress.stride } : {}),
     };
     const w = new Worker(new URL('./toucher.worker.js', import.meta.url), { workerData: config });
     workers.push(w);

@@ -17,10 +17,16 @@ import { formatHostPort } from '../../transport/host-port.js';
 import { formatSize } from '../../util/format.js';
 import { tellRefused } from './destination/accept.js';
 import { RECOVER_SIGNAL } from './recover-command.js';
-import { type DestinationReport, runDestination } from './destination/destination.js';
+import { type DestinationEvent, type DestinationReport, runDestination } from './destination/destination.js';
 import { GUEST_ADDRESS, type ReceiveOptions, type SendOptions } from './options.js';
 import { clean, destinationLines, sourceLines, toJson } from './report.js';
 import { type SourceEvent, type SourceReport, runSource } from './source/source.js';
+import { Recorder, type SeriesData, seriesEnabled } from '../../metrics/series.js';
+import { type RunInfo, runInfo } from '../../metrics/run-info.js';
+import { recordDestinationEvents, recordSourceEvents } from './recording.js';
+
+/** A side's report as its JSON has it: with the run header (not inside the demo) and what was recorded over time. */
+export type Recorded<T> = T & { readonly run?: RunInfo; readonly series: SeriesData | null };
 
 function sourceProgress(progress: Progress | undefined, io: Io) {
   return (e: SourceEvent) => {
@@ -49,11 +55,13 @@ export function chooseBackend(asked: GuestBackendName | undefined, io: Io, json:
   return d.backend;
 }
 
-export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<SourceReport> {
+export async function sendMain(o: SendOptions, io: Io, json: boolean, argv?: readonly string[]): Promise<Recorded<SourceReport>> {
   checkMemory(o.bytesPerVcpu, o.vcpus, 1);
   const progress = json ? undefined : Progress.forStream(process.stderr);
+  const recorder = seriesEnabled() ? new Recorder() : undefined;
   try {
-    const report = await runSource({
+    const shown = sourceProgress(progress, io);
+    const ran = await runSource({
       host: o.host,
       port: o.port,
       shape: { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS },
@@ -67,8 +75,10 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
       security: o.security,
       recoverTimeoutMs: o.recoverTimeoutMs,
       onRecoverRequest: (retry) => process.on(RECOVER_SIGNAL, retry),
-      onEvent: sourceProgress(progress, io),
+      onEvent: recorder ? recordSourceEvents(recorder, shown) : shown,
+      ...(recorder ? { recorder } : {}),
     });
+    const report = { ...(argv ? { run: runInfo('migrate-send', ['migrate', ...argv]) } : {}), ...ran, series: recorder?.stop() ?? null };
     progress?.clear();
     if (json) io.out(`${toJson(report)}\n`);
     else io.out(`${sourceLines(report).join('\n')}\n`);
@@ -78,7 +88,7 @@ export async function sendMain(o: SendOptions, io: Io, json: boolean): Promise<S
   }
 }
 
-export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Promise<DestinationReport> {
+export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean, argv?: readonly string[]): Promise<Recorded<DestinationReport>> {
   // Every source needs userfaultfd here: find out now (PermissionError says what to do),
   // not by refusing each source that connects.
   Userfaultfd.open({ nonBlocking: true }).close();
@@ -86,8 +96,21 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
   process.on(RECOVER_SIGNAL, () => io.err('recover: this destination is listening; the source reconnects to it\n'));
   const listener = await Listener.listen(o.host, o.port, { security: o.security, onRefused: (peer, reason) => io.err(`refused ${peer}: ${reason}\n`), tellUnauthorized: tellRefused });
   const progress = json ? undefined : Progress.forStream(process.stderr);
+  const recorder = seriesEnabled() ? new Recorder() : undefined;
   try {
-    const report = await runDestination({
+    const shown = (e: DestinationEvent) => {
+      // These lines go to stderr whatever the output format: the demo and tests read them.
+      if (e.phase === 'listening') io.err(`listening on ${formatHostPort(e.host, e.port)}\n`);
+      else if (e.phase === 'refused') io.err(`refused ${e.peer}: ${e.reason}\n`);
+      else if (e.phase === 'accepted') io.err(`accepted ${e.peer}: ${formatSize(e.hello.memory.size)}, ${e.hello.vcpus} vCPU(s), ${e.hello.source}, ${e.hello.mode.toUpperCase()}\n`);
+      else if (e.phase === 'paused') io.err(`post-copy paused: ${e.reason}; ${e.missingPages} page(s) missing; the guest runs on where it can, waiting for the source to resume (up to ${o.recoverTimeoutMs} ms)\n`);
+      else if (e.phase === 'recovered') io.err(`post-copy resumed after ${e.pausedMs.toFixed(0)} ms: ${e.needed} page(s) still needed, ${e.requests} request(s) asked again\n`);
+      else if (e.phase === 'resumed') io.err(`resumed: ${e.stalePages} stale page(s), downtime ${e.downtimeMs.toFixed(2)} ms\n`);
+      else if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages`);
+      else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.received}/${e.of} stale pages in`);
+      else if (e.phase === 'complete') progress?.clear();
+    };
+    const ran = await runDestination({
       listener,
       ...(o.mode ? { mode: o.mode } : {}),
       ...(o.guest ? { guest: o.guest } : {}),
@@ -98,19 +121,10 @@ export async function receiveMain(o: ReceiveOptions, io: Io, json: boolean): Pro
       timeoutMs: o.timeoutMs,
       security: o.security,
       recoverTimeoutMs: o.recoverTimeoutMs,
-      onEvent: (e) => {
-        // These lines go to stderr whatever the output format: the demo and tests read them.
-        if (e.phase === 'listening') io.err(`listening on ${formatHostPort(e.host, e.port)}\n`);
-        else if (e.phase === 'refused') io.err(`refused ${e.peer}: ${e.reason}\n`);
-        else if (e.phase === 'accepted') io.err(`accepted ${e.peer}: ${formatSize(e.hello.memory.size)}, ${e.hello.vcpus} vCPU(s), ${e.hello.source}, ${e.hello.mode.toUpperCase()}\n`);
-        else if (e.phase === 'paused') io.err(`post-copy paused: ${e.reason}; ${e.missingPages} page(s) missing; the guest runs on where it can, waiting for the source to resume (up to ${o.recoverTimeoutMs} ms)\n`);
-        else if (e.phase === 'recovered') io.err(`post-copy resumed after ${e.pausedMs.toFixed(0)} ms: ${e.needed} page(s) still needed, ${e.requests} request(s) asked again\n`);
-        else if (e.phase === 'resumed') io.err(`resumed: ${e.stalePages} stale page(s), downtime ${e.downtimeMs.toFixed(2)} ms\n`);
-        else if (e.phase === 'round') progress?.update(`precopy round ${e.round}: ${e.pages} pages`);
-        else if (e.phase === 'postcopy') progress?.update(`post-copy: ${e.received}/${e.of} stale pages in`);
-        else if (e.phase === 'complete') progress?.clear();
-      },
+      onEvent: recorder ? recordDestinationEvents(recorder, shown) : shown,
+      ...(recorder ? { recorder } : {}),
     });
+    const report = { ...(argv ? { run: runInfo('migrate-receive', ['migrate', ...argv]) } : {}), ...ran, series: recorder?.stop() ?? null };
     progress?.clear();
     if (json) io.out(`${toJson(report)}\n`);
     else io.out(`${destinationLines(report).join('\n')}\n`);
@@ -163,7 +177,7 @@ export function demoPreflight(send: Omit<SendOptions, 'host' | 'port'>): GuestBa
  * Both roles on this machine over loopback: the destination in a child process (two
  * guests, two processes, real TCP), the source here. Prints both sides' figures.
  */
-export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>, io: Io, json: boolean, securityArgs: readonly string[] = []): Promise<{ source: SourceReport; destination: DestinationReport }> {
+export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive: Pick<ReceiveOptions, 'mapClean' | 'runAfterMs'>, io: Io, json: boolean, argv: readonly string[] = [], securityArgs: readonly string[] = []): Promise<{ run: RunInfo; source: Recorded<SourceReport>; destination: Recorded<DestinationReport> }> {
   const guest = demoPreflight(send);
   send = { ...send, guest };
   const cli = new URL('../../cli/main.js', import.meta.url);
@@ -189,7 +203,7 @@ export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive
     });
   });
   if (!json) io.err(`destination listening on 127.0.0.1:${port} (pid ${child.pid}); migrating ${formatSize(send.bytesPerVcpu * send.vcpus)}, ${send.vcpus} ${guest === 'kvm' ? 'vCPU(s)' : 'thread(s)'} (${guest} guest), ${send.source}, ${send.mode.toUpperCase()} faults\n`);
-  let source: SourceReport;
+  let source: Recorded<SourceReport>;
   try {
     source = await sendMain({ ...send, host: '127.0.0.1', port }, json ? { out: () => undefined, err: () => undefined } : { out: (t) => io.out(`source\n${t.trimEnd().split('\n').map((l) => `  ${l}`).join('\n')}\n`), err: io.err }, json);
   } catch (e) {
@@ -197,13 +211,14 @@ export async function demoMain(send: Omit<SendOptions, 'host' | 'port'>, receive
     throw new PostcopyError('ERR_DEMO', `${(e as Error).message}; the destination exited ${code}: ${unprefixed(stderr.trim()).split('\n').slice(-2).join(' | ')}`);
   }
   const code = await exited;
-  let destination: DestinationReport;
+  let destination: Recorded<DestinationReport>;
   try {
-    destination = JSON.parse(stdout) as DestinationReport;
+    destination = JSON.parse(stdout) as Recorded<DestinationReport>;
   } catch {
     throw new PostcopyError('ERR_DEMO', `the destination exited ${code} without a report: ${unprefixed(stderr.trim()).split('\n').slice(-3).join(' | ')}`);
   }
-  if (json) io.out(`${toJson({ source, destination })}\n`);
+  const run = runInfo('migrate-demo', ['migrate', ...argv]);
+  if (json) io.out(`${toJson({ run, source, destination })}\n`);
   else io.out(`destination\n${destinationLines(destination).map((l) => `  ${l}`).join('\n')}\n${clean(destination) ? 'PASS: not one write lost' : 'FAIL: writes were lost'}\n`);
-  return { source, destination };
+  return { run, source, destination };
 }

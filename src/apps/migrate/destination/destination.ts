@@ -33,6 +33,7 @@ import { Channel } from '../../../transport/channel.js';
 import { mapCleanPages } from './clean-mapper.js';
 import { PagePlacer } from './placement.js';
 import { PageRequests } from './requests.js';
+import type { Recorder } from '../../../metrics/series.js';
 
 export type { OracleResult } from '../../../guest/oracle.js';
 
@@ -54,6 +55,8 @@ export interface DestinationOptions {
   /** A link lost in post-copy waits this long (ms) for the source to resume before the guest is given up. Default 60 s. */
   readonly recoverTimeoutMs?: number;
   readonly onEvent?: (e: DestinationEvent) => void;
+  /** Samples pages arriving by how they travelled and link bytes over time (events come from onEvent). */
+  readonly recorder?: Recorder;
 }
 
 export type DestinationEvent =
@@ -107,7 +110,7 @@ export interface DestinationReport {
   readonly postcopyMs: number;
   readonly faults: FaultReaderStats;
   /** Fault read → its page placed, for faults that waited on the network (ms). */
-  readonly latencyMs: { count: number; p50: number; p99: number; max: number };
+  readonly latencyMs: { count: number; p50: number; p99: number; max: number; log2Us: number[] };
   /** Per worker, the sum of those waits (ms). */
   readonly blocktimeMs: readonly number[];
   /**
@@ -369,6 +372,7 @@ class Receiver {
       this.#failWith,
     );
     await guest.arm();
+    this.#o.recorder?.watch(['pages.precopy', 'pages.background', 'pages.onDemand', 'link.receivedBytes'], () => [this.placer.precopyPages, this.#requests.backgroundPages, this.#requests.onDemandPages, this.#main.bytesReceived + urgent.bytesReceived]);
     this.session.enter('precopy');
     this.#attach(this.#main, urgent);
 

@@ -58,8 +58,9 @@ export class PageRequests {
   }
 
   /** Fault read → page placed, for faults that waited on the network (ms). */
-  latencySummary(): { count: number; p50: number; p99: number; max: number } {
+  latencySummary(): { count: number; p50: number; p99: number; max: number; log2Us: number[] } {
     const s = this.latency.summary();
-    return { count: s.count, p50: s.p50 / 1e6, p99: s.p99 / 1e6, max: s.max / 1e6 };
+    // log2Us: QEMU's form beside the percentiles, log2Us[N] waits in [2^N, 2^(N+1)) µs.
+    return { count: s.count, p50: s.p50 / 1e6, p99: s.p99 / 1e6, max: s.max / 1e6, log2Us: this.latency.log2UsCounts() };
   }
 }

@@ -47,6 +47,7 @@ import { UnitBitmap } from '../stale-set.js';
 import { encodeSwitchover } from '../switchover.js';
 import { PostcopySender } from './postcopy-sender.js';
 import { Throttle } from './throttle.js';
+import type { Recorder } from '../../../metrics/series.js';
 import { type RoundFigures, RUN_BYTES, runPrecopy, sendRun, type SwitchoverPolicy, type SwitchoverReason } from './precopy.js';
 
 export type { RoundFigures, SwitchoverPolicy } from './precopy.js';
@@ -73,6 +74,8 @@ export interface SourceOptions {
   /** Called once with a function that makes a paused source retry at once (`postcopy migrate recover`). */
   readonly onRecoverRequest?: (retryNow: () => void) => void;
   readonly onEvent?: (e: SourceEvent) => void;
+  /** Samples link bytes and post-copy pages sent over time (events come from onEvent). */
+  readonly recorder?: Recorder;
 }
 
 export type SourceEvent =
@@ -369,6 +372,7 @@ async function migrate(guest: MigratableGuest, tracking: TrackerName, session: S
     }
   };
 
+  o.recorder?.watch(['link.sentBytes', 'pages.background', 'pages.onDemand'], () => [links.main.bytesSent + links.urgent.bytesSent, sender?.backgroundPages ?? 0, sender?.onDemandPages ?? 0]);
   // Precopy.
   session.enter('precopy');
   const throttle = o.policy.autoConverge ? new Throttle(guest) : undefined;
