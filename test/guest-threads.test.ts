@@ -95,7 +95,7 @@ describe('the threads guest', () => {
       assert.throws(() => g.load([foreign]), /not a threads guest's/);
       const beyond = new Uint8Array(good);
       new DataView(beyond.buffer).setBigUint64(16, 1n << 40n, true);
-      assert.throws(() => g.load([beyond]), /is not in its slice of 1024 pages/);
+      assert.throws(() => g.load([beyond]), /is not in its pass of 1024 pages/);
     } finally {
       g.close();
     }

@@ -85,7 +85,7 @@ describe('snapshot refusals', () => {
   test('the state file edited without its checksum', () =>
     refused(variant('edited', (d) => writeFileSync(join(d, 'snapshot.json'), readFileSync(join(d, 'snapshot.json'), 'utf8').replace('"vcpus": 2', '"vcpus": 1'))), /does not match its own checksum/));
 
-  test('another format version', () => refused(variant('version', (d) => reseal(d, (m) => (m.version = 99))), /format version 99, this postcopy reads version 1/));
+  test('another format version', () => refused(variant('version', (d) => reseal(d, (m) => (m.version = 99))), /format version 99, this postcopy reads versions 1 and 2/));
 
   test('not JSON (a truncated state file)', () => refused(variant('json', (d) => truncateSync(join(d, 'snapshot.json'), 40)), /not JSON/));
 

@@ -19,6 +19,7 @@ const SAVE_OPTIONS = {
   v: { type: 'string' },
   run: { type: 'string' },
   resume: { type: 'string' },
+  'working-set': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
@@ -28,12 +29,24 @@ const RESTORE_OPTIONS = {
   eager: { type: 'boolean' },
   background: { type: 'boolean' },
   prefetch: { type: 'string' },
+  'prefetch-after': { type: 'boolean' },
+  consume: { type: 'boolean' },
+  'no-prestart': { type: 'boolean' },
   record: { type: 'string' },
   'no-verify': { type: 'boolean' },
   'run-after': { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
+
+/** `--working-set 10%` (or 10): the share of each slice the guest touches after its first pass, in ‰. */
+function workingSetPermille(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+(?:\.\d)?)%?$/.exec(text.trim());
+  const permille = m ? Math.round(Number(m[1]) * 10) : NaN;
+  if (!(permille >= 1 && permille <= 1000)) throw usage(`--working-set takes a share of the memory from 0.1% to 100% (like 10%), got '${text}'`);
+  return permille;
+}
 
 function guestBackend(text: string | undefined): GuestBackendName | undefined {
   if (text === undefined) return undefined;
@@ -58,6 +71,7 @@ export function parseSnapshotArgs(args: string[]) {
         vcpus: integer('-v', v.v, DEFAULTS.vcpus),
         runMs: duration('--run', v.run, DEFAULTS.runMs),
         resumeMs: v.resume === undefined ? 0 : duration('--resume', v.resume, 0),
+        workingSetPermille: workingSetPermille(v['working-set']),
       },
     } as const;
   }
@@ -68,6 +82,8 @@ export function parseSnapshotArgs(args: string[]) {
     const mode = v.u === undefined ? undefined : faultMode(v.u) === 'MINOR' ? 'minor' as const : 'missing' as const;
     if (v.eager && (v.prefetch || v.background)) throw usage('--eager places every page before the guest runs: --prefetch and --background have nothing left to do');
     if (mode === 'minor' && v.s) throw usage('-s is for -u MISSING: a MINOR restore runs over the snapshot file itself');
+    if (mode === 'missing' && v.consume) throw usage('--consume is for -u MINOR: a MISSING restore copies pages and leaves the snapshot as it was');
+    if (v['prefetch-after'] && !v.prefetch) throw usage('--prefetch-after says when to place a --prefetch FILE: give the file');
     return {
       verb,
       json: v.json ?? false,
@@ -78,6 +94,9 @@ export function parseSnapshotArgs(args: string[]) {
         eager: v.eager ?? false,
         background: v.background ?? false,
         prefetchFile: v.prefetch,
+        prefetchAfter: v['prefetch-after'] ?? false,
+        consume: v.consume ?? false,
+        prestart: !(v['no-prestart'] ?? false),
         recordFile: v.record,
         verify: !(v['no-verify'] ?? false),
         runAfterMs: duration('--run-after', v['run-after'], DEFAULTS.runAfterMs),
@@ -99,10 +118,12 @@ export const snapshotCommand: Command = {
     'per 64 MiB region). The oracle checks the guest before saving (and after, with --resume).',
     '',
     'restore builds the same guest, registers its memory with userfaultfd and runs it at once; pages',
-    'come from the file when touched. MISSING (-u MISSING, the default on a disk): UFFDIO_COPY from',
-    'a mapping of the file. MINOR (the default where the file is in tmpfs or hugetlbfs): the guest\'s',
-    'memory is the file mapped copy-on-write and UFFDIO_CONTINUE maps its page-cache pages; nothing',
-    'is copied. The workload ends when every worker has written one whole pass; the guest runs on a',
+    'come from the file when touched. MISSING (-u MISSING, the default): UFFDIO_COPY from a mapping',
+    'of the file; the snapshot stays as saved. MINOR (-u MINOR --consume, the file in tmpfs or',
+    'hugetlbfs): the guest\'s memory is the file itself, mapped shared, and UFFDIO_CONTINUE maps its',
+    'page-cache pages; nothing is copied, the guest writes into the file, and the snapshot is marked',
+    'consumed (a later restore refuses it). The guest\'s and the page server\'s threads start before',
+    'the snapshot is opened (--no-prestart: after). The workload ends when every worker has written one whole pass; the guest runs on a',
     'moment, is paused, and the oracle checks every page (exit 1 on a lost write). A snapshot that',
     'is truncated, corrupt (checksums), of another format version or of a layout this build cannot',
     'run is refused before anything runs (exit 3).',
@@ -114,12 +135,16 @@ export const snapshotCommand: Command = {
     ['save -s <source>', `backing source (default ${DEFAULTS.source}): ${SOURCES.join(', ')}`],
     ['save -b <bytes> / -v <n>', `memory per worker and workers (default ${DEFAULTS.bytesPerVcpu / 2 ** 20}M, ${DEFAULTS.vcpus})`],
     ['save --run <duration>', `how long the guest runs before it is saved (default ${DEFAULTS.runMs}ms)`],
+    ['save --working-set <pct>', 'after a first pass over all its memory, the guest writes only this share of it (like 10%), in a scattered order (threads guest)'],
     ['save --resume <duration>', 'after saving, let the guest run on this long and check it again (default: stop it)'],
-    ['restore DIR -u MISSING|MINOR', 'how pages are placed (default MINOR where the file is in shared memory, else MISSING)'],
+    ['restore DIR -u MISSING|MINOR', 'how pages are placed (default MISSING; MINOR with --consume where the file is in shared memory)'],
+    ['restore --consume', 'MINOR: let the guest run over (and write into) the snapshot\'s own memory file; the snapshot is used up'],
     ['restore -s <source>', 'MISSING: the memory restored into (default anonymous; anonymous_hugetlb for huge-page snapshots)'],
     ['restore --eager', 'place every page before the guest runs'],
     ['restore --background', 'place the pages not yet touched behind the running guest'],
-    ['restore --prefetch FILE', 'place a recorded working set first (in recorded order, one ioctl per run), the rest on demand'],
+    ['restore --prefetch FILE', 'place a recorded working set before the guest runs (in recorded order, one ioctl per run), the rest on demand'],
+    ['restore --prefetch-after', 'place it right after the guest starts instead, racing it'],
+    ['restore --no-prestart', 'start the guest\'s and page server\'s threads after opening the snapshot (to compare)'],
     ['restore --record FILE', 'write the pages faulted on, in order (merged into FILE if it exists: union, with counts)'],
     ['restore --no-verify', 'skip the region checksums (the state file and sizes are still checked)'],
     ['restore --run-after <duration>', `how long the guest runs on after its workload, before the check (default ${DEFAULTS.runAfterMs}ms)`],

@@ -12,6 +12,8 @@
 import type { MigrateState } from '../kvm/guest/migrate-program.js';
 import type { Backing, BackingSourceName } from '../memory/backing.js';
 import type { DirtyTracker, TrackerName } from '../tracking/tracker.js';
+import type { PrestartedWorker } from '../util/prestarted-worker.js';
+import type { SlicePlan, Workload } from './workload.js';
 
 export type GuestBackendName = 'kvm' | 'threads';
 export const GUEST_BACKENDS: readonly GuestBackendName[] = ['kvm', 'threads'];
@@ -26,6 +28,8 @@ export interface GuestShape {
   readonly vcpus: number;
   /** Guest-physical start of the memory (above the system slot for KVM; a label for threads). */
   readonly guestAddress: number;
+  /** What the workers touch each pass (workload.ts); undefined: a sweep of every page (the migrate program). */
+  readonly workload?: Workload;
 }
 
 /**
@@ -50,6 +54,11 @@ export interface GuestCreateOptions {
    * size must fit the shape.
    */
   readonly backing?: Backing;
+  /**
+   * Threads guest: worker threads started earlier (ThreadsGuest.prestart), used first and
+   * taken out of the array; the rest are spawned. The kvm guest ignores them.
+   */
+  readonly workers?: PrestartedWorker[];
 }
 
 export interface MigratableGuest {
@@ -66,6 +75,8 @@ export interface MigratableGuest {
   readonly running: boolean;
   /** The tracker asked for at creation (source), or undefined. */
   readonly tracker: DirtyTracker | undefined;
+  /** What each worker touches, pass by pass, over its slice (the oracle and the restore read it). */
+  readonly plan: SlicePlan;
 
   /** Allocates and maps the pages arriving bytes will be written to (see kvm guest); false if the kernel cannot. */
   populate(): boolean;

@@ -149,6 +149,25 @@ export class Backing {
     return new Backing(info, size, -1, Mapping.map(size, { flags: MapFlag.PRIVATE, fd }), undefined);
   }
 
+  /**
+   * A file in shared memory (tmpfs, hugetlbfs) mapped shared, twice, as guest memory: writes
+   * go to the file itself. Takes ownership of `fd` (open read-write), closed with the backing.
+   */
+  static sharedFile(fd: number, size: number, options: { pageSize: number; hugetlb: boolean }): Backing {
+    integer('Backing.sharedFile', 'fd', fd, { min: 0, max: 0x7fff_ffff });
+    const o = optionsArg<{ pageSize: number; hugetlb: boolean }>('Backing.sharedFile', 'options', options);
+    const pageSize = integer('Backing.sharedFile', 'options.pageSize', o.pageSize, { min: BASE, max: GiB });
+    integer('Backing.sharedFile', 'size', size, { min: pageSize, multipleOf: pageSize, unit: `the page size (${pageSize})` });
+    const info: BackingSourceInfo = {
+      name: o.hugetlb ? 'shared_hugetlb' : 'shmem',
+      pageSize,
+      shared: true,
+      hugetlb: o.hugetlb === true,
+      description: `a file in ${o.hugetlb ? 'hugetlbfs' : 'shared memory'} mapped shared (the guest writes into it)`,
+    };
+    return Backing.#shared(info, size, fd, false);
+  }
+
   static #shared(info: BackingSourceInfo, size: number, fd: number, truncate = true): Backing {
     try {
       if (truncate) native.ftruncate(fd, size);

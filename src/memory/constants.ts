@@ -12,7 +12,7 @@ export const MapFlag = {
 } as const;
 /** log2(page size) << 26, for MAP_HUGE_* and MFD_HUGE_*. */
 export const HUGE_SHIFT = 26;
-export const Madvise = { DONTNEED: 4, REMOVE: 9, HUGEPAGE: 14, NOHUGEPAGE: 15, POPULATE_WRITE: 23 } as const;
+export const Madvise = { DONTNEED: 4, REMOVE: 9, HUGEPAGE: 14, NOHUGEPAGE: 15, POPULATE_READ: 22, POPULATE_WRITE: 23 } as const;
 export const Mfd = { CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4 } as const;
 export const Mremap = { MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const;
 export const Falloc = { KEEP_SIZE: 1, PUNCH_HOLE: 2 } as const;

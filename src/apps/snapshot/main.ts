@@ -12,11 +12,13 @@ import type { Io } from '../../cli/command.js';
 import { UnsupportedError } from '../../errors.js';
 import type { GuestBackendName, MigratableGuest } from '../../guest/guest.js';
 import { checkGuest } from '../../guest/oracle.js';
+import { describeWorkload, workingSet } from '../../guest/workload.js';
 import { createGuest, defaultBackend, kvmAvailability } from '../../guest/open.js';
 import type { BackingSourceName } from '../../memory/backing.js';
 import { checkMemory } from '../migrate/main.js';
 import { type SaveRunReport, restoreLines, saveLines } from './report.js';
 import { type RestoreOptions, type RestoreReport, restoreSnapshot } from './restore.js';
+import { Restorer } from './restorer.js';
 import { saveSnapshot } from './save.js';
 import { mergeWorkingSet, readWorkingSet, writeWorkingSet } from './working-set.js';
 import { openSnapshot } from './open.js';
@@ -36,6 +38,25 @@ export interface SaveOptions {
   readonly runMs: number;
   /** After saving, let the guest run on this long and check it again (0: stop it). */
   readonly resumeMs: number;
+  /** A working-set workload (‰ of each slice after the first pass); undefined: every page, every pass. */
+  readonly workingSetPermille?: number | undefined;
+}
+
+/**
+ * Runs the guest `ms`, then on until every worker is past its first pass where the workload
+ * has a working set: a snapshot taken inside the first pass would restore into a whole pass
+ * over all memory, not the working set. Leaves it paused.
+ */
+async function runToSave(guest: MigratableGuest, ms: number): Promise<void> {
+  await guest.run();
+  await sleep(ms);
+  await guest.pause();
+  if (guest.plan.workload.kind === 'sweep') return;
+  while (guest.states().some((s) => s.pass < 2n || (s.pass === 2n && s.index === 0))) {
+    await guest.run();
+    await sleep(50);
+    await guest.pause();
+  }
 }
 
 export const toJson = (value: unknown) => JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v), 2);
@@ -55,12 +76,11 @@ export async function saveMain(o: SaveOptions, io: Io, json: boolean): Promise<S
   checkMemory(o.bytesPerVcpu, o.vcpus, 1);
   const backend = backendFor(o.guest, io, json);
   const dir = o.out ?? mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'postcopy-snapshot-'));
-  const guest: MigratableGuest = createGuest(backend, { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS });
+  const workload = o.workingSetPermille === undefined ? {} : { workload: workingSet(o.workingSetPermille) };
+  const guest: MigratableGuest = createGuest(backend, { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS, ...workload });
   try {
     const t0 = performance.now();
-    await guest.run();
-    await sleep(o.runMs);
-    await guest.pause();
+    await runToSave(guest, o.runMs);
     const t1 = performance.now();
     const before = checkGuest(guest, guest.states());
     const save = saveSnapshot(guest, dir);
@@ -72,7 +92,7 @@ export async function saveMain(o: SaveOptions, io: Io, json: boolean): Promise<S
       await guest.pause();
       after = checkGuest(guest, guest.states());
     }
-    const report: SaveRunReport = { guest: backend, vcpus: o.vcpus, source: o.source, ranMs: t1 - t0, pausedMs, save, before, after };
+    const report: SaveRunReport = { guest: backend, vcpus: o.vcpus, source: o.source, workload: describeWorkload(guest.plan.workload), ranMs: t1 - t0, pausedMs, save, before, after };
     if (json) io.out(`${toJson(report)}\n`);
     else io.out(`${saveLines(report).join('\n')}\nrestore it with: postcopy snapshot restore ${dir}\n`);
     return report;
@@ -82,13 +102,26 @@ export async function saveMain(o: SaveOptions, io: Io, json: boolean): Promise<S
   }
 }
 
-export interface RestoreMainOptions extends Omit<RestoreOptions, 'prefetch' | 'onEvent'> {
+export interface RestoreMainOptions extends Omit<RestoreOptions, 'prefetch' | 'onEvent' | 'restorer'> {
   readonly prefetchFile: string | undefined;
   readonly recordFile: string | undefined;
+  /** Start the threads before the snapshot is opened (restorer.ts). */
+  readonly prestart: boolean;
 }
 
 export async function restoreMain(o: RestoreMainOptions, io: Io, json: boolean): Promise<RestoreReport> {
   const nodeStartMs = performance.now();
+  // The threads first, as a VMM exists before its snapshot load request; the time this
+  // takes is reported apart (like Node's start-up), not in the time to resume.
+  const restorer = o.prestart ? await Restorer.prestart() : undefined;
+  try {
+    return await restoreWith(o, io, json, nodeStartMs, restorer);
+  } finally {
+    await restorer?.close();
+  }
+}
+
+async function restoreWith(o: RestoreMainOptions, io: Io, json: boolean, nodeStartMs: number, restorer: Restorer | undefined): Promise<RestoreReport> {
   // The record files are read (and refused) before anything is built.
   let prefetch;
   let previous;
@@ -104,6 +137,7 @@ export async function restoreMain(o: RestoreMainOptions, io: Io, json: boolean):
   const report = await restoreSnapshot({
     ...o,
     ...(prefetch ? { prefetch } : {}),
+    ...(restorer ? { restorer } : {}),
     startedAt: performance.now(),
     onEvent: (e) => {
       if (json) return;
@@ -121,7 +155,7 @@ export async function restoreMain(o: RestoreMainOptions, io: Io, json: boolean):
   }
   if (json) {
     const { faulted, ...rest } = report;
-    io.out(`${toJson({ ...rest, faultedUnits: faulted.length, nodeStartMs })}\n`);
-  } else io.out(`${restoreLines(report, nodeStartMs).join('\n')}\n${o.recordFile ? `record:   ${report.faulted.length} faulted unit(s) merged into ${o.recordFile}\n` : ''}`);
+    io.out(`${toJson({ ...rest, faultedUnits: faulted.length, nodeStartMs, prestartMs: restorer?.startMs ?? null })}\n`);
+  } else io.out(`${restoreLines(report, nodeStartMs, restorer?.startMs).join('\n')}\n${o.recordFile ? `record:   ${report.faulted.length} faulted unit(s) merged into ${o.recordFile}\n` : ''}`);
   return report;
 }

@@ -11,14 +11,21 @@
 import { createHash } from 'node:crypto';
 import type { GuestBackendName, GuestShape } from '../../guest/guest.js';
 import { isGuestBackend } from '../../guest/open.js';
+import { SWEEP, type Workload, workingSet } from '../../guest/workload.js';
 import { isBackingSource, type BackingSourceName } from '../../memory/backing.js';
 import { SnapshotInvalidError } from './errors.js';
 
 export const MANIFEST_FORMAT = 'postcopy-snapshot';
-/** Bumped whenever the layout of either file changes; a restore refuses any other. */
-export const MANIFEST_VERSION = 1;
+/**
+ * Bumped whenever the layout of either file changes; a restore refuses any it cannot read.
+ * 2: the guest's shape may name a workload (a working set); version 1 files are sweeps.
+ */
+export const MANIFEST_VERSION = 2;
+const READABLE_VERSIONS: readonly unknown[] = [1, 2];
 export const MANIFEST_FILE = 'snapshot.json';
 export const MEMORY_FILE = 'memory';
+/** Present once a MINOR --consume restore handed the memory file to a guest (who, when). */
+export const CONSUMED_FILE = 'consumed';
 
 /** One checksummed part of the memory file: the data units within [offset, offset+length), hashed in order. */
 export interface Region {
@@ -81,6 +88,16 @@ function str(v: unknown, field: string): string {
   return v;
 }
 
+function workloadOf(v: unknown): { workload?: Workload } {
+  if (v === undefined) return {};
+  const w = obj(v, 'guest.shape.workload');
+  if (w.kind === 'sweep') return { workload: SWEEP };
+  if (w.kind !== 'working-set') throw bad('guest.shape.workload.kind', `is ${JSON.stringify(w.kind)}, not sweep or working-set`);
+  const permille = int(w.permille, 'guest.shape.workload.permille', 1);
+  if (permille > 1000) throw bad('guest.shape.workload.permille', `(${permille}) is over 1000`);
+  return { workload: workingSet(permille) };
+}
+
 /** Parses and checks the state file's text; throws SnapshotInvalidError with the reason. */
 export function parseManifest(text: string): Manifest {
   let raw: unknown;
@@ -91,8 +108,8 @@ export function parseManifest(text: string): Manifest {
   }
   const m = obj(raw, 'top level');
   if (m.format !== MANIFEST_FORMAT) throw new SnapshotInvalidError('ERR_SNAPSHOT_STATE', `the state file is not a postcopy snapshot (format ${JSON.stringify(m.format)})`);
-  if (m.version !== MANIFEST_VERSION) {
-    throw new SnapshotInvalidError('ERR_SNAPSHOT_VERSION', `the snapshot is format version ${JSON.stringify(m.version)}, this postcopy reads version ${MANIFEST_VERSION}`, 'Restore it with the postcopy version that saved it');
+  if (!READABLE_VERSIONS.includes(m.version)) {
+    throw new SnapshotInvalidError('ERR_SNAPSHOT_VERSION', `the snapshot is format version ${JSON.stringify(m.version)}, this postcopy reads versions ${READABLE_VERSIONS.join(' and ')}`, 'Restore it with the postcopy version that saved it');
   }
   const checksum = str(m.checksum, 'checksum');
   const { checksum: _, ...body } = m;
@@ -120,12 +137,12 @@ export function parseManifest(text: string): Manifest {
   if (size % unit !== 0) throw bad('memory.size', `(${size}) is not a multiple of the unit (${unit})`);
   const parsed: Manifest = {
     format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
+    version: m.version as number,
     createdAt: str(m.createdAt, 'createdAt'),
     guest: {
       backend,
       program: { name: str(program.name, 'guest.program.name'), codeBytes: int(program.codeBytes, 'guest.program.codeBytes') },
-      shape: { source, size: int(shape.size, 'guest.shape.size', 1), vcpus: int(shape.vcpus, 'guest.shape.vcpus', 1), guestAddress: int(shape.guestAddress, 'guest.shape.guestAddress') },
+      shape: { source, size: int(shape.size, 'guest.shape.size', 1), vcpus: int(shape.vcpus, 'guest.shape.vcpus', 1), guestAddress: int(shape.guestAddress, 'guest.shape.guestAddress'), ...workloadOf(shape.workload) },
       stateBytes: int(g.stateBytes, 'guest.stateBytes', 1),
       states: states as string[],
       clock: { ticks: clock.ticks, ticksPerMs: clock.ticksPerMs },

@@ -17,7 +17,7 @@ import { BACKING_INFO } from '../../memory/backing.js';
 import { MapFlag, Prot } from '../../memory/constants.js';
 import { Mapping } from '../../memory/mapping.js';
 import { SnapshotInvalidError } from './errors.js';
-import { MANIFEST_FILE, type Manifest, parseManifest } from './manifest.js';
+import { CONSUMED_FILE, MANIFEST_FILE, type Manifest, parseManifest } from './manifest.js';
 import { UnitMap } from './unit-map.js';
 
 /** Where the memory file lives: MINOR restores need its pages in a page cache of shared memory. */
@@ -45,6 +45,17 @@ const invalid = (code: string, detail: string, remedy?: string) => new SnapshotI
 export function openSnapshot(dir: string): OpenSnapshot {
   const manifestPath = join(dir, MANIFEST_FILE);
   if (!existsSync(manifestPath)) throw invalid('ERR_SNAPSHOT_MISSING', `${dir} holds no snapshot (no ${MANIFEST_FILE})`, 'Make one with `postcopy snapshot save --out DIR`');
+  const consumed = join(dir, CONSUMED_FILE);
+  if (existsSync(consumed)) {
+    let by = '';
+    try {
+      const c = JSON.parse(readFileSync(consumed, 'utf8')) as { pid?: number; at?: string };
+      by = ` (pid ${c.pid}, ${c.at})`;
+    } catch {
+      // The marker's presence is what counts; its text only says who.
+    }
+    throw invalid('ERR_SNAPSHOT_CONSUMED', `${dir} was restored with -u MINOR --consume${by}: the guest wrote into its memory file, which no longer holds what was saved`, 'Save the guest again; to keep a snapshot for several restores, restore with -u MISSING');
+  }
   const manifest = parseManifest(readFileSync(manifestPath, 'utf8'));
   checkLayout(manifest);
   const m = manifest.memory;

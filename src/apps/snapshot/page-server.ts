@@ -8,6 +8,9 @@ import { native } from '../../native/binding.js';
 import type { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { Counter, type PlaceMode } from './placement.js';
 import type { UnitMap } from './unit-map.js';
+import { PrestartedWorker } from '../../util/prestarted-worker.js';
+
+const WORKER_URL = new URL('./page-server.worker.js', import.meta.url);
 
 export interface PageServerConfig {
   fd: number;
@@ -59,8 +62,17 @@ export class PageServer {
     this.#stopped = stopped;
   }
 
-  /** Starts the thread; resolves once it waits for faults. `onError`: the thread failed (the guest may hang on a fault: the caller stops). */
-  static async start(uffd: Userfaultfd, o: PageServerOptions, onError: (e: Error) => void): Promise<PageServer> {
+  /** A page server thread started before its snapshot is known (start() takes it). */
+  static prestart(): PrestartedWorker {
+    return PrestartedWorker.spawn(WORKER_URL);
+  }
+
+  /**
+   * Starts the thread (or hands its work to `early`, started by prestart()); resolves once
+   * it waits for faults. `onError`: the thread failed (the guest may hang on a fault: the
+   * caller stops).
+   */
+  static async start(uffd: Userfaultfd, o: PageServerOptions, onError: (e: Error) => void, early?: PrestartedWorker): Promise<PageServer> {
     const counters = new Float64Array(new SharedArrayBuffer(Counter.WORDS * 8));
     const record = new Int32Array(new SharedArrayBuffer((o.data.units + 1) * 4));
     const prefetch = new Int32Array(new SharedArrayBuffer(o.prefetch.length * 8));
@@ -87,7 +99,7 @@ export class PageServer {
       prefetch: prefetch.buffer as SharedArrayBuffer,
       background: o.background,
     };
-    const worker = new Worker(new URL('./page-server.worker.js', import.meta.url), { workerData: config });
+    const worker = early ? early.begin(config) : new Worker(WORKER_URL, { workerData: config });
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
     const stopped = new Promise<{ cpuNs: number }>((resolve, reject) => {

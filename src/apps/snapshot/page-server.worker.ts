@@ -6,8 +6,9 @@
  * --background, every unit not placed yet, a chunk at a time, looking for faults between
  * two pieces of work so a waiting guest thread never queues behind bulk work.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { hva } from '../../address.js';
+import { workerConfig } from '../../util/prestarted-worker.js';
 import { native } from '../../native/binding.js';
 import { STOP, stoppableEpoll } from '../../uffd/stoppable-epoll.js';
 import { pagefaultKind } from '../../uffd/events.js';
@@ -16,7 +17,8 @@ import { Counter, type PlaceTarget, placeRange } from './placement.js';
 import type { PageServerConfig } from './page-server.js';
 import { UnitMap } from './unit-map.js';
 
-const c = workerData as PageServerConfig;
+// Given at spawn, or by message to a thread started before the work was known.
+const c = await workerConfig<PageServerConfig>();
 const uffd = Userfaultfd.borrow(c.fd, c.features, c.ioctls, true);
 const counters = new Float64Array(c.counters);
 const target: PlaceTarget = {

@@ -12,6 +12,8 @@ export interface SaveRunReport {
   readonly guest: string;
   readonly vcpus: number;
   readonly source: string;
+  /** What the workers touch each pass (workload.ts describeWorkload). */
+  readonly workload: string;
   readonly ranMs: number;
   /** Guest paused → both files written. */
   readonly pausedMs: number;
@@ -31,19 +33,21 @@ export function saveLines(r: SaveRunReport): string[] {
   const s = r.save;
   return [
     `guest:    ${formatSize(s.size)} ${r.guest} guest, ${r.vcpus} worker(s), ${r.source}; ran ${f1(r.ranMs)} ms, then paused`,
+    `workload: ${r.workload}`,
     `memory:   ${s.dataUnits} of ${s.units} ${formatSize(s.unit)} unit(s) written, ${s.holeUnits} left as holes (the file takes ${mib(s.allocatedBytes)} of ${formatSize(s.size)})`,
     `saved:    ${s.dir} in ${f1(r.pausedMs)} ms while paused (scan ${f1(s.scanMs)} ms, write and SHA-256 of ${s.regions} region(s) ${f1(s.writeMs)} ms)`,
     `oracle:   before saving ${oracleLine(r.before)}${r.after ? `; after resuming ${oracleLine(r.after)}` : ''}`,
   ];
 }
 
-export function restoreLines(r: RestoreReport, nodeStartMs?: number): string[] {
+export function restoreLines(r: RestoreReport, nodeStartMs?: number, prestartMs?: number): string[] {
   const t = r.timings;
   const what = r.mode === 'minor' ? 'MINOR faults' : 'MISSING faults';
   const bulk = [r.eager ? 'eager' : '', r.prefetchRuns ? `prefetch ${r.prefetchUnits} unit(s) in ${r.prefetchRuns} run(s)` : '', r.background ? 'background fill' : ''].filter(Boolean).join(', ');
   return [
     `restore:  ${formatSize(r.size)} ${r.backend} guest, ${r.vcpus} worker(s), ${what}${bulk ? ` + ${bulk}` : ', on demand'}; memory: ${r.memory}`,
-    `resume:   ${f2(t.resumeMs)} ms (snapshot opened → guest running): open ${f2(t.openMs)}, ${r.verified ? `verify ${f1(t.verifyMs)}` : 'not verified'}, build and register ${f2(t.buildMs)}, threads ${f2(t.threadsMs)}${r.eager ? `, eager ${f1(t.eagerMs)}` : ''}`,
+    `workload: ${r.workload}`,
+    `resume:   ${f2(t.resumeMs)} ms (snapshot opened → guest running): open ${f2(t.openMs)}, ${r.verified ? `verify ${f1(t.verifyMs)}` : 'not verified'}, build and register ${f2(t.buildMs)}, threads ${f2(t.threadsMs)}${r.eager ? `, eager ${f1(t.eagerMs)}` : ''}${t.prefetchMs > 0 ? `, prefetch ${f1(t.prefetchMs)}` : ''}`,
     `workload: every worker one whole pass ${f1(t.workloadMs)} ms after resuming (${f1(t.workloadEndMs)} ms after opening)` +
       `${Number.isFinite(t.prefetchDoneMs) ? `; prefetch done at ${f1(t.prefetchDoneMs)} ms` : ''}${Number.isFinite(t.backgroundDoneMs) ? `; background done at ${f1(t.backgroundDoneMs)} ms` : ''}`,
     `faults:   ${r.faults.total} through userfaultfd (${r.faults.missing} MISSING, ${r.faults.minor} MINOR), ${f1(r.faults.meanServiceUs)} µs mean service`,
@@ -51,5 +55,6 @@ export function restoreLines(r: RestoreReport, nodeStartMs?: number): string[] {
     `file:     ${mib(r.bytesRead)} read (${r.copiedUnits} unit(s) copied, ${r.continuedUnits} mapped from the page cache, ${r.zeroUnits} zero)`,
     `oracle:   ${oracleLine(r.oracle)}`,
     ...(nodeStartMs === undefined ? [] : [`node:     ${f1(nodeStartMs)} ms from process start to the command (not in the figures above)`]),
+    ...(prestartMs === undefined ? [] : [`threads:  ${f1(prestartMs)} ms to start the restorer's threads before the snapshot was opened (not in the figures above)`]),
   ];
 }

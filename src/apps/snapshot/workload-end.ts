@@ -1,9 +1,9 @@
 /**
  * When a restored guest's workload is done: every worker has written one whole pass of its
- * slice since it resumed (it then has touched every page once: the whole working set of the
- * migrate program). Seen from the host, whichever backend runs, by the counter of the last
- * page of that pass: page index-1 must hold pass+1 (or, resumed at a pass's start, the
- * last page must hold pass; counters only grow, and a fast pass may be past it already). Only a unit that is `readable` (placed, or a hole the kernel
+ * slice since it resumed (it then has touched its whole working set once: every page for
+ * the migrate program's sweep). Seen from the host, whichever backend runs, by the counter
+ * of the page that pass writes last (SlicePlan.endOfPass; counters only grow, and a fast
+ * pass may be past it already). Only a unit that is `readable` (placed, or a hole the kernel
  * fills itself) is read, so the watcher never faults a page in through the page server.
  */
 import type { MigratableGuest, WorkerState } from '../../guest/guest.js';
@@ -31,9 +31,9 @@ export async function waitForPass(guest: MigratableGuest, states: readonly Worke
   const words = new BigUint64Array(view.buffer, view.byteOffset, view.byteLength / 8);
   const watches: Watch[] = states.map((s, i) => {
     const slice = guest.slice(i);
-    const page = s.index > 0 ? s.index - 1 : slice.pages - 1;
-    const offset = slice.guestAddress - guest.shape.guestAddress + page * GUEST_PAGE;
-    return { word: offset / 8, unit: Math.floor(offset / guest.unit), expected: s.index > 0 ? s.pass + 1n : s.pass };
+    const end = guest.plan.endOfPass(s);
+    const offset = slice.guestAddress - guest.shape.guestAddress + end.page * GUEST_PAGE;
+    return { word: offset / 8, unit: Math.floor(offset / guest.unit), expected: end.value };
   });
   const start = performance.now();
   let left = watches;

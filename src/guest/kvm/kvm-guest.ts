@@ -7,7 +7,7 @@
  * write-protect of the host mapping.
  */
 import { gpa } from '../../address.js';
-import { InvalidArgumentError, PostcopyError } from '../../errors.js';
+import { InvalidArgumentError, PostcopyError, UnsupportedError } from '../../errors.js';
 import { DirtyLog, enableManualDirtyLog } from '../../kvm/dirty-log.js';
 import { MIGRATE_PROGRAM, migrateArgRegs, migrateState } from '../../kvm/guest/migrate-program.js';
 import { GuestVm } from '../../kvm/guest-vm.js';
@@ -21,6 +21,7 @@ import { KvmDirtyLogTracker } from '../../tracking/kvm-dirty-log.js';
 import { UffdWpTracker } from '../../tracking/uffd-wp.js';
 import { type GuestClock, type GuestCreateOptions, type GuestShape, GUEST_PAGE, type MigratableGuest, type WorkerState } from '../guest.js';
 import { checkBacking, checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
+import { describeWorkload, SlicePlan, SWEEP } from '../workload.js';
 
 const MEMORY_SLOT = 1;
 /** One vCPU's saved state: kvm_regs then kvm_sregs, as KVM gives them. */
@@ -34,6 +35,7 @@ export class KvmGuest implements MigratableGuest {
   readonly stateBytes = VCPU_STATE_BYTES;
   readonly trackers: readonly TrackerName[] = ['kvm-dirty-log', 'uffd-wp'];
   readonly tracker: DirtyTracker | undefined;
+  readonly plan: SlicePlan;
   readonly #kvm: Kvm | undefined;
   #threads: VcpuThread[] = [];
   #tids: number[] = [];
@@ -47,6 +49,7 @@ export class KvmGuest implements MigratableGuest {
     this.vm = vm;
     this.tracker = tracker;
     this.#kvm = kvm;
+    this.plan = new SlicePlan(SWEEP, sliceOf(shape, 0).pages);
     const { memory, layout } = vm.system;
     this.#pauseWord = new BigUint64Array(memory.bytes().buffer, layout.control - layout.guestAddress, 1);
   }
@@ -56,6 +59,12 @@ export class KvmGuest implements MigratableGuest {
    * out, one is opened and closed with the guest.
    */
   static create(shape: GuestShape, options: GuestCreateOptions & { kvm?: Kvm } = {}): KvmGuest {
+    // The vCPUs run the migrate program, which sweeps every page; a working set would need
+    // its own guest code (not written yet).
+    if (shape.workload && shape.workload.kind !== 'sweep') {
+      options.backing?.close();
+      throw new UnsupportedError(`the kvm guest runs only the sweep workload (every page, every pass), not ${describeWorkload(shape.workload)}`, 'Use the threads guest (--guest threads) for a working-set workload');
+    }
     const ownKvm = options.kvm ? undefined : Kvm.open();
     const kvm = options.kvm ?? ownKvm!;
     const dirtyLog = options.tracking === 'kvm-dirty-log';

@@ -40,6 +40,11 @@ export interface WorkerConfig {
   readonly bytes: number;
   /** Guest address of the slice's first page (what a mismatch reports). */
   readonly guestAddress: number;
+  /** The workload (workload.ts SlicePlan): pages a pass after the first writes, and the step between two of its accesses. */
+  readonly setPages: number;
+  readonly step: number;
+  /** A sweep writes every page in order every pass; a working set only its first pass. */
+  readonly sweep: boolean;
   readonly control: SharedArrayBuffer;
   /** Float64Array[1]: the clock offset in ms. */
   readonly clock: SharedArrayBuffer;

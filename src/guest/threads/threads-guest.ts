@@ -14,9 +14,12 @@ import type { DirtyTracker, TrackerName } from '../../tracking/tracker.js';
 import { UffdWpTracker } from '../../tracking/uffd-wp.js';
 import type { GuestClock, GuestCreateOptions, GuestShape, MigratableGuest, WorkerState } from '../guest.js';
 import { checkBacking, checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
+import { PrestartedWorker } from '../../util/prestarted-worker.js';
+import { SlicePlan, SWEEP } from '../workload.js';
 import { Control, Slot, STATE_MAGIC, THREADS_STATE_BYTES, TICKS_PER_MS, type WorkerConfig, type WorkerMessage } from './layout.js';
 
 const now = () => performance.timeOrigin + performance.now();
+const WORKER_URL = new URL('./worker.js', import.meta.url);
 
 interface Waiter {
   resolve: () => void;
@@ -33,7 +36,11 @@ export class ThreadsGuest implements MigratableGuest {
   readonly #control = new Int32Array(new SharedArrayBuffer(Control.WORDS * 4));
   readonly #clock = new Float64Array(new SharedArrayBuffer(8));
   readonly #slots: BigInt64Array;
+  /** The workload over one slice (every slice has the same number of pages). */
+  readonly plan: SlicePlan;
   #workers: Worker[] = [];
+  /** Started earlier, waiting for their configuration (GuestCreateOptions.workers). */
+  readonly #prestarted: PrestartedWorker[];
   #tids: number[] = [];
   /** Workers that have not reported 'paused' since the gate last opened. */
   #outstanding = 0;
@@ -45,11 +52,13 @@ export class ThreadsGuest implements MigratableGuest {
   #failure: Error | undefined;
   #closed = false;
 
-  private constructor(shape: GuestShape, backing: Backing, tracker: DirtyTracker | undefined) {
+  private constructor(shape: GuestShape, backing: Backing, tracker: DirtyTracker | undefined, prestarted: PrestartedWorker[]) {
     this.shape = shape;
+    this.#prestarted = prestarted;
     this.backing = backing;
     this.tracker = tracker;
     this.#slots = new BigInt64Array(new SharedArrayBuffer(shape.vcpus * Slot.WORDS * 8));
+    this.plan = new SlicePlan(shape.workload ?? SWEEP, sliceOf(shape, 0).pages);
     for (let i = 0; i < shape.vcpus; i++) this.#slot(i)[Slot.PASS] = 1n;
   }
 
@@ -64,11 +73,19 @@ export class ThreadsGuest implements MigratableGuest {
       checkShape(shape, backing.info.pageSize);
       checkBacking(shape, backing);
       if (options.tracking === 'uffd-wp') tracker = UffdWpTracker.start({ address: backing.primary.address, size: shape.size, pageSize: backing.info.pageSize });
-      return new ThreadsGuest(shape, backing, tracker);
+      return new ThreadsGuest(shape, backing, tracker, options.workers ?? []);
     } catch (e) {
       backing.close();
       throw e;
     }
+  }
+
+  /**
+   * Starts `n` worker threads that wait for a guest to run (a restorer started before its
+   * snapshot is opened: a worker's start is most of a restore's time to resume otherwise).
+   */
+  static prestart(n: number): PrestartedWorker[] {
+    return Array.from({ length: n }, () => PrestartedWorker.spawn(WORKER_URL));
   }
 
   get unit(): number {
@@ -109,11 +126,15 @@ export class ThreadsGuest implements MigratableGuest {
         host: this.backing.primary.address + i * bytes,
         bytes,
         guestAddress: s.guestAddress,
+        setPages: this.plan.setPages,
+        step: this.plan.step,
+        sweep: this.plan.workload.kind === 'sweep',
         control: this.#control.buffer as SharedArrayBuffer,
         clock: this.#clock.buffer as SharedArrayBuffer,
         slots: this.#slots.buffer as SharedArrayBuffer,
       };
-      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
+      const early = this.#prestarted.shift();
+      const w = early ? early.begin(config) : new Worker(WORKER_URL, { workerData: config });
       this.#workers.push(w);
       readies.push(
         new Promise<number>((resolve, reject) => {
@@ -219,9 +240,9 @@ export class ThreadsGuest implements MigratableGuest {
     if (v.getBigUint64(0, true) !== STATE_MAGIC) throw new InvalidArgumentError(`thread ${i}'s state is not a threads guest's (magic 0x${v.getBigUint64(0, true).toString(16)})`);
     const s = new BigInt64Array(Slot.WORDS);
     for (let f = 0; f < 7; f++) s[f] = BigInt.asIntN(64, v.getBigUint64(8 + f * 8, true));
-    const pages = this.slice(i).pages;
     if (s[Slot.PASS]! < 1n || s[Slot.PASS]! >= 2n ** 32n) throw new InvalidArgumentError(`thread ${i}'s state: pass ${s[Slot.PASS]} is not in 1..2^32-1`);
-    if (s[Slot.INDEX]! < 0n || s[Slot.INDEX]! >= BigInt(pages)) throw new InvalidArgumentError(`thread ${i}'s state: page ${s[Slot.INDEX]} is not in its slice of ${pages} pages`);
+    const length = this.plan.passLength(s[Slot.PASS]!);
+    if (s[Slot.INDEX]! < 0n || s[Slot.INDEX]! >= BigInt(length)) throw new InvalidArgumentError(`thread ${i}'s state: access ${s[Slot.INDEX]} is not in its pass of ${length} pages`);
     return s;
   }
 

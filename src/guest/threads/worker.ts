@@ -1,7 +1,8 @@
 /**
  * One worker of the threads guest: the migrate program's loop in TypeScript, over this
  * worker's slice of the guest's primary mapping. On pass p it checks that each 4 KiB
- * page's counter (its first 8 bytes) holds p - 1 and writes p; between two accesses it
+ * page the workload names (every page, or a working set: ../workload.ts) holds p - 1 in
+ * its counter (its first 8 bytes) and writes p; between two accesses it
  * looks at the pause word; after every access it reads the clock and keeps the longest
  * gap. A touch of a page that is not present blocks this thread in the kernel until a
  * userfaultfd reader resolves it: that is the guest-visible stall post-copy causes.
@@ -9,11 +10,13 @@
  * Parked between runs (Atomics.wait on the gate), so a pause and a resume cost no spawn.
  * Nothing is allocated in the loop.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
+import { workerConfig } from '../../util/prestarted-worker.js';
 import { native } from '../../native/binding.js';
 import { Control, Slot, type WorkerConfig, type WorkerMessage } from './layout.js';
 
-const c = workerData as WorkerConfig;
+// Given at spawn, or by message to a thread started before the work was known.
+const c = await workerConfig<WorkerConfig>();
 const control = new Int32Array(c.control);
 const clockOffset = new Float64Array(c.clock);
 const slot = new BigInt64Array(c.slots, c.index * Slot.WORDS * 8, Slot.WORDS);
@@ -44,10 +47,15 @@ function run(): void {
   let last = Number(slot[Slot.LAST_TICK]) / 1e6;
   let maxGap = Number(slot[Slot.MAX_GAP]) / 1e6;
   let maxGapEnd = Number(slot[Slot.MAX_GAP_END]) / 1e6;
+  // The workload (src/guest/workload.ts): a sweep writes page `index`; a working set's
+  // passes after the first write page (index × step) mod pages, kept as a running sum.
+  const scattered = () => !c.sweep && pass > 1;
+  let length = scattered() ? c.setPages : pages;
+  let page = scattered() ? Number((BigInt(index) * BigInt(c.step)) % BigInt(pages)) : index;
   while (Atomics.load(control, Control.PAUSE) === 0) {
-    const w = index * WORDS_PER_PAGE;
+    const w = page * WORDS_PER_PAGE;
     if (memory[w] !== pass - 1 || memory[w + 1] !== 0) {
-      if (mismatches++ === 0) firstMismatch = c.guestAddress + index * 4096;
+      if (mismatches++ === 0) firstMismatch = c.guestAddress + page * 4096;
       memory[w + 1] = 0;
     }
     memory[w] = pass;
@@ -58,10 +66,15 @@ function run(): void {
       maxGap = gap;
       maxGapEnd = now;
     }
-    if (++index === pages) {
+    if (++index === length) {
       index = 0;
       pass++;
-    }
+      page = 0;
+      length = scattered() ? c.setPages : pages;
+    } else if (scattered()) {
+      page += c.step;
+      if (page >= pages) page -= pages;
+    } else page = index;
   }
   slot[Slot.PASS] = BigInt(pass);
   slot[Slot.INDEX] = BigInt(index);
