@@ -4,6 +4,12 @@
  * set. Over a SharedArrayBuffer when threads share it (the restore's fault reader marks
  * the units it places; the main thread reads).
  */
+const POPCOUNT = Uint8Array.from({ length: 256 }, (_, b) => {
+  let n = 0;
+  for (let x = b; x !== 0; x &= x - 1) n++;
+  return n;
+});
+
 export class UnitMap {
   readonly units: number;
   readonly bits: Uint8Array;
@@ -28,13 +34,25 @@ export class UnitMap {
     else this.bits[u >> 3]! |= 1 << (u & 7);
   }
 
+  /** Sets [first, first+count): whole bytes at once in the middle (a GiB placed eagerly is 32 Ki stores, not 256 Ki). */
   setRange(first: number, count: number): void {
-    for (let u = first; u < first + count; u++) this.set(u);
+    const end = first + count;
+    let u = first;
+    for (; u < end && (u & 7) !== 0; u++) this.set(u);
+    const shared = this.bits.buffer instanceof SharedArrayBuffer;
+    for (; u + 8 <= end; u += 8) {
+      if (shared) Atomics.store(this.bits, u >> 3, 0xff);
+      else this.bits[u >> 3] = 0xff;
+    }
+    for (; u < end; u++) this.set(u);
   }
 
+  /** Bits set, a byte at a time (the map of a 4 GiB snapshot is 128 KiB: read at open). */
   count(): number {
     let n = 0;
-    for (let u = 0; u < this.units; u++) if (this.has(u)) n++;
+    const full = this.units >> 3;
+    for (let i = 0; i < full; i++) n += POPCOUNT[this.bits[i]!]!;
+    for (let u = full * 8; u < this.units; u++) if (this.has(u)) n++;
     return n;
   }
 
