@@ -48,7 +48,7 @@ export type RestoreMode = 'missing' | 'minor';
 
 export interface RestoreOptions {
   readonly dir: string;
-  /** Undefined: MINOR where the file is in shared memory, MISSING elsewhere. */
+  /** Undefined: MINOR with --consume where the file is in shared memory, else MISSING (which keeps the snapshot). */
   readonly mode?: RestoreMode;
   /** MISSING: the memory restored into (default anonymous, or anonymous_hugetlb for huge-page snapshots). */
   readonly source?: BackingSourceName;
