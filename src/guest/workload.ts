@@ -83,11 +83,15 @@ export class SlicePlan {
 
   /** What page `page` must hold when the worker is at (pass, index): its next access. */
   expected(state: { readonly pass: bigint; readonly index: number }, page: number): bigint {
-    const { pass, index } = state;
-    if (this.workload.kind === 'sweep' || pass <= 1n) return page < index ? pass : pass - 1n;
+    return BigInt(this.expectedCount(Number(state.pass), state.index, page));
+  }
+
+  /** expected() in doubles, for the oracle's loop over every page (passes stay far below 2^53). */
+  expectedCount(pass: number, index: number, page: number): number {
+    if (this.workload.kind === 'sweep' || pass <= 1) return page < index ? pass : pass - 1;
     const position = mulMod(page, this.#inverse, this.pages);
-    if (position >= this.setPages) return 1n;
-    return position < index ? pass : pass - 1n;
+    if (position >= this.setPages) return 1;
+    return position < index ? pass : pass - 1;
   }
 
   /**

@@ -20,6 +20,8 @@ export interface PageServerConfig {
   mode: PlaceMode;
   regionStart: number;
   fileStart: number;
+  /** The memory file (read-only), for this thread's FileReader; -1: copy from the mapping. */
+  fileFd: number;
   unit: number;
   units: number;
   zeropage: boolean;
@@ -37,6 +39,8 @@ export interface PageServerOptions {
   readonly mode: PlaceMode;
   readonly regionStart: number;
   readonly fileStart: number;
+  /** The memory file to read with pread (copy mode), or undefined to copy from the mapping. */
+  readonly fileFd?: number | undefined;
   readonly unit: number;
   readonly zeropage: boolean;
   /** Both over SharedArrayBuffers (UnitMap.shared). */
@@ -89,6 +93,7 @@ export class PageServer {
       mode: o.mode,
       regionStart: o.regionStart,
       fileStart: o.fileStart,
+      fileFd: o.fileFd ?? -1,
       unit: o.unit,
       units: o.data.units,
       zeropage: o.zeropage,

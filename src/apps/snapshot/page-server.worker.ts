@@ -13,7 +13,7 @@ import { native } from '../../native/binding.js';
 import { STOP, stoppableEpoll } from '../../uffd/stoppable-epoll.js';
 import { pagefaultKind } from '../../uffd/events.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
-import { Counter, type PlaceTarget, placeRange } from './placement.js';
+import { Counter, type PlaceTarget, placeRange, readerFor } from './placement.js';
 import type { PageServerConfig } from './page-server.js';
 import { UnitMap } from './unit-map.js';
 
@@ -26,6 +26,7 @@ const target: PlaceTarget = {
   mode: c.mode,
   regionStart: c.regionStart,
   fileStart: c.fileStart,
+  reader: c.mode === 'copy' && c.fileFd >= 0 ? readerFor(c.fileFd, c.unit) : undefined,
   unit: c.unit,
   zeropage: c.zeropage,
   data: new UnitMap(c.units, new Uint8Array(c.data)),
@@ -110,4 +111,5 @@ function serve(): void {
 parentPort!.postMessage({ ready: true });
 serve();
 native.close(epfd);
+target.reader?.close();
 parentPort!.postMessage({ stopped: true, cpuNs: native.threadCpuNs() });

@@ -3,7 +3,8 @@
  * consecutive units that are not placed yet and of one kind.
  *
  * - `copy` (MISSING faults, private or shared memory of its own): a data unit is copied
- *   from the snapshot file's mapping with UFFDIO_COPY; a hole (never written) is mapped
+ *   with UFFDIO_COPY, from a bounce buffer the file was read into (FileReader), or from the
+ *   snapshot file's mapping; a hole (never written) is mapped
  *   with UFFDIO_ZEROPAGE, or copied from the file (zeros, without reading a disk block) on
  *   hugetlb, which has no zero page.
  * - `continue` (MINOR faults, the guest's memory is the file itself mapped private):
@@ -15,7 +16,10 @@
  * Used by the main thread (eager, the fill after the run) and by the page server's thread
  * (faults, prefetch, background); the placed map and counters are shared between them.
  */
+import { readSync } from 'node:fs';
 import { hva } from '../../address.js';
+import { MapFlag, Prot } from '../../memory/constants.js';
+import { Mapping } from '../../memory/mapping.js';
 import { isSystemError } from '../../native/errors.js';
 import type { FillResult, Userfaultfd } from '../../uffd/userfaultfd.js';
 import type { UnitMap } from './unit-map.js';
@@ -57,6 +61,47 @@ export const Counter = {
 
 export type PlacedBy = typeof Counter.BY_FAULT | typeof Counter.BY_PREFETCH | typeof Counter.BY_BACKGROUND | typeof Counter.BY_EAGER | typeof Counter.BY_FILL;
 
+/**
+ * Reads the snapshot file into a bounce buffer of this thread's for UFFDIO_COPY to copy from.
+ * Why not straight from the file's mapping: the kernel's copy then touches each source page
+ * through a mapping no one touched before, and on a host whose paging is virtualised in
+ * software (this kind of machine: kvm-pvm) every first touch costs an exit; pread reads the
+ * page cache through the kernel's own mapping into a buffer that stays hot. Measured here:
+ * 9.5 µs a page against 15–40 µs from the mapping (scattered 4 KiB pages, 1 GiB file).
+ */
+export class FileReader {
+  readonly fd: number;
+  readonly bytes: number;
+  readonly #bounce: Mapping;
+  readonly #view: Uint8Array;
+
+  /** A reader of `fd` (not owned) with a bounce buffer of `bytes` (a whole number of units). */
+  constructor(fd: number, bytes: number) {
+    this.fd = fd;
+    this.bytes = bytes;
+    this.#bounce = Mapping.map(bytes, { prot: Prot.READ | Prot.WRITE, flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS });
+    this.#view = this.#bounce.bytes();
+  }
+
+  /** Reads [offset, offset+length) of the file (length ≤ bytes) into the buffer; returns its address. */
+  read(offset: number, length: number): number {
+    for (let done = 0; done < length; ) {
+      const n = readSync(this.fd, this.#view, done, length - done, offset + done);
+      if (n === 0) throw new RangeError(`the snapshot's memory file ended at ${offset + done} (truncated while restoring?)`);
+      done += n;
+    }
+    return this.#bounce.address;
+  }
+
+  close(): void {
+    this.#bounce.unmap();
+  }
+}
+
+/** Bounce buffers of 2 MiB: a 4 KiB run of up to 512 units, or one 2 MiB huge page, per copy. Larger units copy from the mapping. */
+export const READER_BYTES = 2 ** 21;
+export const readerFor = (fd: number, unit: number): FileReader | undefined => (unit <= READER_BYTES ? new FileReader(fd, READER_BYTES) : undefined);
+
 export interface PlaceTarget {
   readonly uffd: Userfaultfd;
   readonly mode: PlaceMode;
@@ -64,6 +109,8 @@ export interface PlaceTarget {
   readonly regionStart: number;
   /** Host address of the snapshot file's read-only mapping (copy mode). */
   readonly fileStart: number;
+  /** Copy from the file read into this thread's bounce buffer instead of from fileStart (see FileReader). */
+  readonly reader?: FileReader | undefined;
   readonly unit: number;
   /** Zero pages exist for this memory (not hugetlb). */
   readonly zeropage: boolean;
@@ -108,7 +155,10 @@ function placeRun(t: PlaceTarget, u: number, n: number, isData: boolean, by: Pla
       r = t.uffd.continue(dst, length);
       kind = Counter.CONTINUED;
     } else if (isData || !t.zeropage) {
-      r = t.uffd.copy(dst, hva(t.fileStart + u * t.unit), length);
+      if (t.reader) {
+        const len = Math.min(length, t.reader.bytes);
+        r = t.uffd.copy(dst, hva(t.reader.read(u * t.unit, len)), len);
+      } else r = t.uffd.copy(dst, hva(t.fileStart + u * t.unit), length);
       kind = isData ? Counter.COPIED : Counter.ZEROED;
     } else {
       r = t.uffd.zeropage(dst, length);
@@ -127,7 +177,7 @@ function placeRun(t: PlaceTarget, u: number, n: number, isData: boolean, by: Pla
   t.placed.setRange(u, units);
   t.counters[kind]! += units;
   t.counters[by]! += units;
-  if (r.complete) return n;
+  if (r.complete) return units;
   // Stopped short: at a unit already there (the next call gets EEXIST for it), or a bare
   // EAGAIN with nothing done while the mm changes.
   return units > 0 ? units : -1;

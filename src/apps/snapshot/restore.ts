@@ -30,14 +30,12 @@ import { checkGuest, type OracleResult } from '../../guest/oracle.js';
 import { describeWorkload } from '../../guest/workload.js';
 import { createGuest, kvmAvailability } from '../../guest/open.js';
 import { Backing, BACKING_INFO, type BackingSourceName } from '../../memory/backing.js';
-import { Madvise } from '../../memory/constants.js';
-import { isSystemError } from '../../native/errors.js';
 import { uffdFeaturesFor } from '../../memory/uffd-features.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
 import { SnapshotInvalidError } from './errors.js';
 import { type OpenSnapshot, openSnapshot, verifySnapshot } from './open.js';
 import { PageServer } from './page-server.js';
-import { Counter, type PlaceTarget, placeRange } from './placement.js';
+import { Counter, type FileReader, type PlaceTarget, placeRange, readerFor } from './placement.js';
 import { UnitMap } from './unit-map.js';
 import { waitForPass } from './workload-end.js';
 import { prefetchRuns, type WorkingSet } from './working-set.js';
@@ -157,14 +155,6 @@ function plan(s: OpenSnapshot, o: RestoreOptions): { mode: RestoreMode; source: 
   return { mode, source };
 }
 
-function populateFileMapping(s: OpenSnapshot): void {
-  try {
-    s.file.advise(Madvise.POPULATE_READ);
-  } catch (e) {
-    if (!isSystemError(e, 'EINVAL')) throw e; // before Linux 5.14: the copies fault instead
-  }
-}
-
 /** Marks the snapshot consumed (O_EXCL: of two restores racing for it, one wins). */
 function markConsumed(s: OpenSnapshot): void {
   let fd: number;
@@ -188,6 +178,7 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
   let guest: MigratableGuest | undefined;
   let uffd: Userfaultfd | undefined;
   let server: PageServer | undefined;
+  let reader: FileReader | undefined;
   let failure: Error | undefined;
   try {
     const m = snap.manifest;
@@ -230,18 +221,20 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     const placed = UnitMap.shared(snap.units);
     const prefetch = o.prefetch ? prefetchRuns(o.prefetch) : [];
     const prefetchBefore = prefetch.length > 0 && !o.prefetchAfter;
+    reader = mode === 'missing' ? readerFor(snap.fd, unit) : undefined;
     const target: Omit<PlaceTarget, 'counters'> = {
       uffd,
       mode: mode === 'minor' ? 'continue' : 'copy',
       regionStart,
       fileStart: snap.file.address,
+      reader,
       unit,
       zeropage: !BACKING_INFO[shape.source].hugetlb && unit === 4096,
       data: snap.data,
       placed,
     };
     const early = o.restorer?.takePageServer();
-    const starting = Promise.all([PageServer.start(uffd, { ...target, prefetch: prefetchBefore ? [] : prefetch, background: o.background }, (e) => (failure ??= e), early), guest.arm()]);
+    const starting = Promise.all([PageServer.start(uffd, { ...target, fileFd: reader ? snap.fd : undefined, prefetch: prefetchBefore ? [] : prefetch, background: o.background }, (e) => (failure ??= e), early), guest.arm()]);
     [server] = await starting;
     const counters = server.counters;
     const threadsMs = at() - t2;
@@ -252,10 +245,6 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     // run. Nothing else touches the memory yet, so no EAGAIN can come (no mm change).
     const t5 = at();
     if (prefetchBefore) {
-      // The copies read the file through its mapping; one populate maps every page-cache
-      // page of it at once (~25 ms a GiB here) where each copy would otherwise take a fault
-      // inside the kernel first (measured 14 µs a page against 4.6 µs with it mapped).
-      if (mode === 'missing') populateFileMapping(snap);
       for (const [first, count] of prefetch) placeRange({ ...target, counters }, first, count, Counter.BY_PREFETCH);
       counters[Counter.PREFETCH_DONE_AT] = performance.timeOrigin + performance.now();
     }
@@ -332,6 +321,7 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     await server?.stop().catch(() => undefined);
     if (guest && !guest.running) guest.close();
     uffd?.close();
+    reader?.close();
     snap.close();
   }
 }
