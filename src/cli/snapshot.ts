@@ -3,6 +3,7 @@ import { GUEST_BACKENDS, type GuestBackendName } from '../guest/guest.js';
 import { isGuestBackend } from '../guest/open.js';
 import { type Command, ExitCode, type Io, parseOptions } from './command.js';
 import { optionParsers } from './values.js';
+import { LIVE_DEFAULTS } from '../apps/snapshot/live-policy.js';
 
 const NAME = 'postcopy snapshot';
 const { usage, integer, size, duration, backing, faultMode } = optionParsers(NAME);
@@ -19,8 +20,26 @@ const SAVE_OPTIONS = {
   v: { type: 'string' },
   run: { type: 'string' },
   resume: { type: 'string' },
+  live: { type: 'boolean' },
+  'max-rounds': { type: 'string' },
+  'max-stale': { type: 'string' },
+  'auto-converge': { type: 'boolean' },
   json: { type: 'boolean' },
 } as const;
+
+/** --live's policy, or undefined without --live (whose tuning flags then make no sense). */
+function livePolicy(v: { live?: boolean; 'max-rounds'?: string; 'max-stale'?: string; 'auto-converge'?: boolean }) {
+  if (!v.live) {
+    const stray = (['max-rounds', 'max-stale', 'auto-converge'] as const).find((f) => v[f] !== undefined);
+    if (stray) throw usage(`--${stray} tunes the rounds of a live save: give --live too`);
+    return undefined;
+  }
+  return {
+    maxRounds: integer('--max-rounds', v['max-rounds'], LIVE_DEFAULTS.maxRounds),
+    maxStaleUnits: integer('--max-stale', v['max-stale'], LIVE_DEFAULTS.maxStaleUnits, 0),
+    autoConverge: v['auto-converge'] ?? false,
+  };
+}
 
 const RESTORE_OPTIONS = {
   u: { type: 'string' },
@@ -58,6 +77,7 @@ export function parseSnapshotArgs(args: string[]) {
         vcpus: integer('-v', v.v, DEFAULTS.vcpus),
         runMs: duration('--run', v.run, DEFAULTS.runMs),
         resumeMs: v.resume === undefined ? 0 : duration('--resume', v.resume, 0),
+        live: livePolicy(v),
       },
     } as const;
   }
@@ -115,6 +135,10 @@ export const snapshotCommand: Command = {
     ['save -b <bytes> / -v <n>', `memory per worker and workers (default ${DEFAULTS.bytesPerVcpu / 2 ** 20}M, ${DEFAULTS.vcpus})`],
     ['save --run <duration>', `how long the guest runs before it is saved (default ${DEFAULTS.runMs}ms)`],
     ['save --resume <duration>', 'after saving, let the guest run on this long and check it again (default: stop it)'],
+    ['save --live', 'write memory while the guest runs, in rounds of its dirty tracker (kvm-dirty-log, or uffd-wp for threads); pause it only for the last dirty pages and the state'],
+    ['save --max-rounds <n>', `--live: at most this many rounds before the pause (default ${LIVE_DEFAULTS.maxRounds})`],
+    ['save --max-stale <units>', `--live: pause as soon as no more than this many units are dirty (default ${LIVE_DEFAULTS.maxStaleUnits})`],
+    ['save --auto-converge', '--live: when the rounds stop shrinking the dirty set, throttle the guest (as migrate --auto-converge) before pausing'],
     ['restore DIR -u MISSING|MINOR', 'how pages are placed (default MINOR where the file is in shared memory, else MISSING)'],
     ['restore -s <source>', 'MISSING: the memory restored into (default anonymous; anonymous_hugetlb for huge-page snapshots)'],
     ['restore --eager', 'place every page before the guest runs'],

@@ -31,18 +31,9 @@ import { UnitBitmap } from '../migrate/stale-set.js';
 import { MEMORY_FILE, type Region } from './manifest.js';
 import { captureState, commitFiles, isZero, manifestFor, REGION_BYTES, type SaveReport, temporaryMemoryPath } from './save.js';
 import { UnitMap } from './unit-map.js';
+import { LIVE_DEFAULTS, type LivePolicy } from './live-policy.js';
 
-/** When the rounds stop and the guest is paused for the rest. */
-export interface LivePolicy {
-  /** At most this many rounds while the guest runs. */
-  readonly maxRounds: number;
-  /** Pause as soon as the dirty set is no more than this many units. */
-  readonly maxStaleUnits: number;
-  /** When the rounds stop shrinking the set, throttle the guest (migrate's auto-converge) before giving up on it. */
-  readonly autoConverge: boolean;
-}
-
-export const LIVE_DEFAULTS: LivePolicy = { maxRounds: 10, maxStaleUnits: 256, autoConverge: false };
+export { LIVE_DEFAULTS, type LivePolicy } from './live-policy.js';
 
 /** What ended the rounds (the policy's rules, named as migrate names them). */
 export type LiveStopReason = 'small-dirty-set' | 'max-rounds' | 'not-converging';
