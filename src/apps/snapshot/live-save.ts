@@ -67,7 +67,7 @@ export interface LiveFigures {
   readonly pause: { readonly ms: number; readonly stopMs: number; readonly units: number; readonly pages: number; readonly writtenUnits: number };
   /** SHA-256 of the final file's regions, after the pause. */
   readonly hashMs: number;
-  /** Start → both files in place. */
+  /** Start → both files in place, without the time the caller spent in hooks.atPause. */
   readonly totalMs: number;
 }
 
@@ -267,6 +267,7 @@ export async function saveSnapshotLive(guest: MigratableGuest, dir: string, poli
     const p2 = process.hrtime.bigint();
     writeNs += p2 - p1;
     await hooks.atPause?.();
+    const hookNs = process.hrtime.bigint() - p2;
 
     // Checksums of the final file (the guest may be running again: the file no longer changes).
     const h0 = process.hrtime.bigint();
@@ -308,7 +309,7 @@ export async function saveSnapshotLive(guest: MigratableGuest, dir: string, poli
         roundsMs: ms(p0 - t0),
         pause: { ms: ms(p2 - p0), stopMs: ms(p1 - p0), units: pauseUnits, pages: pauseUnits * pagesPerUnit, writtenUnits: pauseWritten },
         hashMs: ms(h1 - h0),
-        totalMs: ms(t1 - t0),
+        totalMs: ms(t1 - t0 - hookNs),
       },
     };
   } finally {
