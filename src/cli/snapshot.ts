@@ -3,6 +3,7 @@ import { GUEST_BACKENDS, type GuestBackendName } from '../guest/guest.js';
 import { isGuestBackend } from '../guest/open.js';
 import { type Command, ExitCode, type Io, parseOptions } from './command.js';
 import { optionParsers } from './values.js';
+import { LIVE_DEFAULTS } from '../apps/snapshot/live-policy.js';
 
 const NAME = 'postcopy snapshot';
 const { usage, integer, size, duration, backing, faultMode } = optionParsers(NAME);
@@ -20,8 +21,26 @@ const SAVE_OPTIONS = {
   run: { type: 'string' },
   resume: { type: 'string' },
   'working-set': { type: 'string' },
+  live: { type: 'boolean' },
+  'max-rounds': { type: 'string' },
+  'max-stale': { type: 'string' },
+  'auto-converge': { type: 'boolean' },
   json: { type: 'boolean' },
 } as const;
+
+/** --live's policy, or undefined without --live (whose tuning flags then make no sense). */
+function livePolicy(v: { live?: boolean; 'max-rounds'?: string; 'max-stale'?: string; 'auto-converge'?: boolean }) {
+  if (!v.live) {
+    const stray = (['max-rounds', 'max-stale', 'auto-converge'] as const).find((f) => v[f] !== undefined);
+    if (stray) throw usage(`--${stray} tunes the rounds of a live save: give --live too`);
+    return undefined;
+  }
+  return {
+    maxRounds: integer('--max-rounds', v['max-rounds'], LIVE_DEFAULTS.maxRounds),
+    maxStaleUnits: integer('--max-stale', v['max-stale'], LIVE_DEFAULTS.maxStaleUnits, 0),
+    autoConverge: v['auto-converge'] ?? false,
+  };
+}
 
 const RESTORE_OPTIONS = {
   u: { type: 'string' },
@@ -72,6 +91,7 @@ export function parseSnapshotArgs(args: string[]) {
         runMs: duration('--run', v.run, DEFAULTS.runMs),
         resumeMs: v.resume === undefined ? 0 : duration('--resume', v.resume, 0),
         workingSetPermille: workingSetPermille(v['working-set']),
+        live: livePolicy(v),
       },
     } as const;
   }
@@ -137,6 +157,10 @@ export const snapshotCommand: Command = {
     ['save --run <duration>', `how long the guest runs before it is saved (default ${DEFAULTS.runMs}ms)`],
     ['save --working-set <pct>', 'after a first pass over all its memory, the guest writes only this share of it (like 10%), in a scattered order (threads guest)'],
     ['save --resume <duration>', 'after saving, let the guest run on this long and check it again (default: stop it)'],
+    ['save --live', 'write memory while the guest runs, in rounds of its dirty tracker (kvm-dirty-log, or uffd-wp for threads); pause it only for the last dirty pages and the state'],
+    ['save --max-rounds <n>', `--live: at most this many rounds before the pause (default ${LIVE_DEFAULTS.maxRounds})`],
+    ['save --max-stale <units>', `--live: pause as soon as no more than this many units are dirty (default ${LIVE_DEFAULTS.maxStaleUnits})`],
+    ['save --auto-converge', '--live: when the rounds stop shrinking the dirty set, throttle the guest (as migrate --auto-converge) before pausing'],
     ['restore DIR -u MISSING|MINOR', 'how pages are placed (default MISSING; MINOR with --consume where the file is in shared memory)'],
     ['restore --consume', 'MINOR: let the guest run over (and write into) the snapshot\'s own memory file; the snapshot is used up'],
     ['restore -s <source>', 'MISSING: the memory restored into (default anonymous; anonymous_hugetlb for huge-page snapshots)'],

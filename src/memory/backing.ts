@@ -34,6 +34,7 @@ export interface BackingSourceInfo {
 const BASE = 4096;
 /** lseek whence value (unistd.h). */
 const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 
 export const BACKING_INFO: Readonly<Record<BackingSourceName, BackingSourceInfo>> = {
   anonymous: { name: 'anonymous', pageSize: BASE, shared: false, hugetlb: false, description: 'private anonymous memory' },
@@ -237,6 +238,24 @@ export class Backing {
       return at < 0 ? this.size : at;
     } catch (e) {
       if (isSystemError(e, 'EINVAL', 'EOPNOTSUPP')) return offset;
+      throw e;
+    }
+  }
+
+  /**
+   * The first byte offset at or after `offset` that is a hole (SEEK_HOLE on the memfd), or
+   * `size`: [offset, nextHole(offset)) holds data. With nextData, a walk learns a whole
+   * extent per two calls instead of asking at every page. Private memory, and files whose
+   * filesystem does not answer, are all data (`size`).
+   */
+  nextHole(offset: number): number {
+    integer('nextHole', 'offset', offset, { min: 0, max: this.size });
+    if (this.fd < 0 || offset === this.size) return this.size;
+    try {
+      const at = native.lseek(this.fd, offset, SEEK_HOLE);
+      return at < 0 ? this.size : Math.min(this.size, at);
+    } catch (e) {
+      if (isSystemError(e, 'EINVAL', 'EOPNOTSUPP')) return this.size;
       throw e;
     }
   }

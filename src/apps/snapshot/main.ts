@@ -11,15 +11,18 @@ import { join } from 'node:path';
 import type { Io } from '../../cli/command.js';
 import { UnsupportedError } from '../../errors.js';
 import type { GuestBackendName, MigratableGuest } from '../../guest/guest.js';
-import { checkGuest } from '../../guest/oracle.js';
+import { checkGuest, type OracleResult } from '../../guest/oracle.js';
 import { describeWorkload, workingSet } from '../../guest/workload.js';
-import { createGuest, defaultBackend, kvmAvailability } from '../../guest/open.js';
+import { createGuest, defaultBackend, defaultTracker, kvmAvailability } from '../../guest/open.js';
 import type { BackingSourceName } from '../../memory/backing.js';
 import { checkMemory } from '../migrate/main.js';
 import { type SaveRunReport, restoreLines, saveLines } from './report.js';
 import { type RestoreOptions, type RestoreReport, restoreSnapshot } from './restore.js';
 import { Restorer } from './restorer.js';
 import { saveSnapshot } from './save.js';
+import { type LivePolicy, saveSnapshotLive } from './live-save.js';
+import { probeUffdWp } from '../../tracking/probe.js';
+import type { TrackerName } from '../../tracking/tracker.js';
 import { mergeWorkingSet, readWorkingSet, writeWorkingSet } from './working-set.js';
 import { openSnapshot } from './open.js';
 import { existsSync } from 'node:fs';
@@ -38,24 +41,25 @@ export interface SaveOptions {
   readonly runMs: number;
   /** After saving, let the guest run on this long and check it again (0: stop it). */
   readonly resumeMs: number;
+  /** --live: write memory while the guest runs, in rounds of its dirty tracker, under this policy (live-save.ts). */
+  readonly live?: LivePolicy | undefined;
   /** A working-set workload (‰ of each slice after the first pass); undefined: every page, every pass. */
   readonly workingSetPermille?: number | undefined;
 }
 
 /**
- * Runs the guest `ms`, then on until every worker is past its first pass where the workload
- * has a working set: a snapshot taken inside the first pass would restore into a whole pass
- * over all memory, not the working set. Leaves it paused.
+ * Keeps a running guest running until every worker is past its first pass, where the
+ * workload has a working set (its state read at short pauses): a snapshot taken inside the
+ * first pass would restore into a whole pass over all memory, not the working set.
  */
-async function runToSave(guest: MigratableGuest, ms: number): Promise<void> {
-  await guest.run();
-  await sleep(ms);
-  await guest.pause();
+async function untilPastFirstPass(guest: MigratableGuest): Promise<void> {
   if (guest.plan.workload.kind === 'sweep') return;
-  while (guest.states().some((s) => s.pass < 2n || (s.pass === 2n && s.index === 0))) {
-    await guest.run();
-    await sleep(50);
+  for (;;) {
     await guest.pause();
+    const past = guest.states().every((s) => s.pass > 2n || (s.pass === 2n && s.index > 0));
+    await guest.run();
+    if (past) return;
+    await sleep(50);
   }
 }
 
@@ -72,23 +76,61 @@ function backendFor(asked: GuestBackendName | undefined, io: Io, json: boolean):
   return d.backend;
 }
 
+/**
+ * The tracker a live save uses with `backend`, refused here with the remedy when it cannot
+ * be trusted: uffd-wp is tried by behaviour first (a kernel that misreports written pages
+ * would give a snapshot that restores with lost writes).
+ */
+function liveTracker(backend: GuestBackendName): TrackerName {
+  const tracking = defaultTracker(backend);
+  if (tracking === 'uffd-wp') {
+    const wp = probeUffdWp();
+    if (!wp.usable) throw new UnsupportedError(`--live needs dirty tracking, and uffd-wp does not work right here: ${wp.reason}`, `${wp.remedy}; or leave out --live (the guest is paused while all of its memory is written)`);
+  }
+  return tracking;
+}
+
 export async function saveMain(o: SaveOptions, io: Io, json: boolean): Promise<SaveRunReport> {
   checkMemory(o.bytesPerVcpu, o.vcpus, 1);
   const backend = backendFor(o.guest, io, json);
+  const tracking = o.live ? liveTracker(backend) : undefined;
   const dir = o.out ?? mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'postcopy-snapshot-'));
   const workload = o.workingSetPermille === undefined ? {} : { workload: workingSet(o.workingSetPermille) };
-  const guest: MigratableGuest = createGuest(backend, { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS, ...workload });
+  const guest: MigratableGuest = createGuest(backend, { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS, ...workload }, tracking ? { tracking } : {});
   try {
     const t0 = performance.now();
-    await runToSave(guest, o.runMs);
-    const t1 = performance.now();
-    const before = checkGuest(guest, guest.states());
-    const save = saveSnapshot(guest, dir);
-    const pausedMs = performance.now() - t1;
+    await guest.run();
+    await sleep(o.runMs);
+    await untilPastFirstPass(guest);
+    let t1: number;
+    let before: OracleResult | undefined;
+    let save;
+    let pausedMs;
+    if (o.live) {
+      t1 = performance.now();
+      // The oracle checks the guest at the pause, where the snapshot's state was taken; then it may run on.
+      save = await saveSnapshotLive(guest, dir, o.live, {
+        atPause: async () => {
+          before = checkGuest(guest, guest.states());
+          if (o.resumeMs > 0) await guest.run();
+        },
+      });
+      pausedMs = save.live.pause.ms;
+      if (o.resumeMs > 0) await sleep(o.resumeMs);
+    } else {
+      await guest.pause();
+      t1 = performance.now();
+      before = checkGuest(guest, guest.states());
+      save = saveSnapshot(guest, dir);
+      pausedMs = performance.now() - t1;
+      if (o.resumeMs > 0) {
+        await guest.run();
+        await sleep(o.resumeMs);
+      }
+    }
+    if (!before) throw new Error('saveMain: the guest was saved without being checked at its pause');
     let after;
     if (o.resumeMs > 0) {
-      await guest.run();
-      await sleep(o.resumeMs);
       await guest.pause();
       after = checkGuest(guest, guest.states());
     }

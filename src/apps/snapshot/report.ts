@@ -3,6 +3,7 @@ import type { OracleResult } from '../../guest/oracle.js';
 import { formatSize } from '../../util/format.js';
 import type { RestoreReport } from './restore.js';
 import type { SaveReport } from './save.js';
+import type { LiveSaveReport } from './live-save.js';
 
 const f1 = (n: number) => n.toFixed(1);
 const f2 = (n: number) => n.toFixed(2);
@@ -14,10 +15,11 @@ export interface SaveRunReport {
   readonly source: string;
   /** What the workers touch each pass (workload.ts describeWorkload). */
   readonly workload: string;
+  /** Guest started → the save began (paused, or --live: its first round). */
   readonly ranMs: number;
-  /** Guest paused → both files written. */
+  /** Guest paused → both files written; --live: guest paused → the last units and the state written (save.live.pause). */
   readonly pausedMs: number;
-  readonly save: SaveReport;
+  readonly save: SaveReport | LiveSaveReport;
   readonly before: OracleResult;
   /** --resume: the oracle after the guest ran on from where it was saved. */
   readonly after: OracleResult | undefined;
@@ -31,12 +33,26 @@ export const oracleClean = (o: OracleResult) => o.lostWrites === 0 && o.guestMis
 
 export function saveLines(r: SaveRunReport): string[] {
   const s = r.save;
+  const memory = `memory:   ${s.dataUnits} of ${s.units} ${formatSize(s.unit)} unit(s) written, ${s.holeUnits} left as holes (the file takes ${mib(s.allocatedBytes)} of ${formatSize(s.size)})`;
+  const oracle = `oracle:   ${'live' in s ? 'at the pause' : 'before saving'} ${oracleLine(r.before)}${r.after ? `; after resuming ${oracleLine(r.after)}` : ''}`;
+  if (!('live' in s)) {
+    return [
+      `guest:    ${formatSize(s.size)} ${r.guest} guest, ${r.vcpus} worker(s), ${r.source}; ran ${f1(r.ranMs)} ms, then paused`,
+      memory,
+      `saved:    ${s.dir} in ${f1(r.pausedMs)} ms while paused (scan ${f1(s.scanMs)} ms, write and SHA-256 of ${s.regions} region(s) ${f1(s.writeMs)} ms)`,
+      oracle,
+    ];
+  }
+  const l = s.live;
+  const pagesOf = formatSize(s.unit) === '4 KiB' ? '' : ` (${formatSize(s.unit)} units)`;
   return [
-    `guest:    ${formatSize(s.size)} ${r.guest} guest, ${r.vcpus} worker(s), ${r.source}; ran ${f1(r.ranMs)} ms, then paused`,
+    `guest:    ${formatSize(s.size)} ${r.guest} guest, ${r.vcpus} worker(s), ${r.source}; ran ${f1(r.ranMs)} ms, then saved live (${l.tracker} tracking)`,
     `workload: ${r.workload}`,
-    `memory:   ${s.dataUnits} of ${s.units} ${formatSize(s.unit)} unit(s) written, ${s.holeUnits} left as holes (the file takes ${mib(s.allocatedBytes)} of ${formatSize(s.size)})`,
-    `saved:    ${s.dir} in ${f1(r.pausedMs)} ms while paused (scan ${f1(s.scanMs)} ms, write and SHA-256 of ${s.regions} region(s) ${f1(s.writeMs)} ms)`,
-    `oracle:   before saving ${oracleLine(r.before)}${r.after ? `; after resuming ${oracleLine(r.after)}` : ''}`,
+    `rounds:   ${l.rounds.length} while it ran, ${f1(l.roundsMs)} ms: ${l.rounds.map((x) => x.pages).join(', ')} page(s)${pagesOf}; stopped: ${l.reason}${l.throttlePercent ? `, guest throttled to ${100 - l.throttlePercent}% of its time` : ''}`,
+    `pause:    ${f2(l.pause.ms)} ms (workers stopping ${f2(l.pause.stopMs)} ms) for the last ${l.pause.pages} dirty page(s) of ${s.size / 4096} and the state`,
+    memory,
+    `saved:    ${s.dir} in ${f1(l.totalMs)} ms in all (SHA-256 of ${s.regions} region(s) over the final file ${f1(l.hashMs)} ms, after the pause)`,
+    oracle,
   ];
 }
 

@@ -16,7 +16,7 @@ import type { MigratableGuest } from '../../guest/guest.js';
 import { programOf } from '../../guest/open.js';
 import { MapFlag } from '../../memory/constants.js';
 import { Mapping } from '../../memory/mapping.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, MEMORY_FILE, type Region, sealManifest } from './manifest.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, MEMORY_FILE, type Manifest, type Region, sealManifest } from './manifest.js';
 import { UnitMap } from './unit-map.js';
 
 /** Bytes per checksummed region (a whole number of units). */
@@ -40,7 +40,7 @@ export interface SaveReport {
 
 const ZEROS = new Uint8Array(64 * 1024);
 
-function isZero(bytes: Uint8Array, offset: number, length: number): boolean {
+export function isZero(bytes: Uint8Array, offset: number, length: number): boolean {
   for (let at = offset; at < offset + length; at += ZEROS.byteLength) {
     const n = Math.min(ZEROS.byteLength, offset + length - at);
     if (Buffer.compare(bytes.subarray(at, at + n), n === ZEROS.byteLength ? ZEROS : ZEROS.subarray(0, n)) !== 0) return false;
@@ -81,8 +81,7 @@ export function saveSnapshot(guest: MigratableGuest, dir: string): SaveReport {
   const data = findData(guest, view);
   const t1 = performance.now();
 
-  const memoryPath = join(dir, MEMORY_FILE);
-  const tmpMemory = `${memoryPath}.tmp-${process.pid}`;
+  const tmpMemory = temporaryMemoryPath(dir);
   const fd = openSync(tmpMemory, 'w+', 0o600);
   const regions: Region[] = [];
   try {
@@ -109,26 +108,8 @@ export function saveSnapshot(guest: MigratableGuest, dir: string): SaveReport {
     closeSync(fd);
   }
   const t2 = performance.now();
-  const clock = guest.clock();
-  const manifest = sealManifest({
-    format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
-    createdAt: new Date().toISOString(),
-    guest: {
-      backend: guest.backend,
-      program: programOf(guest.backend),
-      shape: { ...guest.shape },
-      stateBytes: guest.stateBytes,
-      states: guest.save().map((s) => Buffer.from(s).toString('base64')),
-      clock: { ticks: String(clock.ticks), ticksPerMs: clock.ticksPerMs },
-    },
-    memory: { file: MEMORY_FILE, size, unit, dataMap: data.toBase64(), dataUnits: data.count(), regions },
-  });
-  const manifestPath = join(dir, MANIFEST_FILE);
-  const tmpManifest = `${manifestPath}.tmp-${process.pid}`;
-  writeFileSync(tmpManifest, `${JSON.stringify(manifest, null, 1)}\n`, { mode: 0o600 });
-  renameSync(tmpMemory, memoryPath);
-  renameSync(tmpManifest, manifestPath);
+  const manifest = manifestFor(guest, captureState(guest), { file: MEMORY_FILE, size, unit, dataMap: data.toBase64(), dataUnits: data.count(), regions });
+  const memoryPath = commitFiles(dir, tmpMemory, manifest);
   return {
     dir,
     size,
@@ -141,4 +122,46 @@ export function saveSnapshot(guest: MigratableGuest, dir: string): SaveReport {
     writeMs: t2 - t1,
     regions: regions.length,
   };
+}
+
+/** What the state file keeps of a paused guest, taken at the pause (a live save writes the file after the guest may run again). */
+export interface CapturedState {
+  readonly states: readonly string[];
+  readonly clock: { readonly ticks: string; readonly ticksPerMs: number };
+}
+
+export function captureState(guest: MigratableGuest): CapturedState {
+  const clock = guest.clock();
+  return { states: guest.save().map((s) => Buffer.from(s).toString('base64')), clock: { ticks: String(clock.ticks), ticksPerMs: clock.ticksPerMs } };
+}
+
+export function manifestFor(guest: MigratableGuest, captured: CapturedState, memory: Manifest['memory']): Manifest {
+  return sealManifest({
+    format: MANIFEST_FORMAT,
+    version: MANIFEST_VERSION,
+    createdAt: new Date().toISOString(),
+    guest: {
+      backend: guest.backend,
+      program: programOf(guest.backend),
+      shape: { ...guest.shape },
+      stateBytes: guest.stateBytes,
+      states: captured.states,
+      clock: captured.clock,
+    },
+    memory,
+  });
+}
+
+/** Where the memory file is written before it is renamed into place. */
+export const temporaryMemoryPath = (dir: string) => `${join(dir, MEMORY_FILE)}.tmp-${process.pid}`;
+
+/** Writes the state file and renames both into place (memory first: a state file names a complete memory file). Returns the memory file's path. */
+export function commitFiles(dir: string, tmpMemory: string, manifest: Manifest): string {
+  const memoryPath = join(dir, MEMORY_FILE);
+  const manifestPath = join(dir, MANIFEST_FILE);
+  const tmpManifest = `${manifestPath}.tmp-${process.pid}`;
+  writeFileSync(tmpManifest, `${JSON.stringify(manifest, null, 1)}\n`, { mode: 0o600 });
+  renameSync(tmpMemory, memoryPath);
+  renameSync(tmpManifest, manifestPath);
+  return memoryPath;
 }
