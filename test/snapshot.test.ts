@@ -20,6 +20,9 @@ import { restoreSnapshot, type RestoreOptions, type RestoreReport } from '../src
 import { mergeWorkingSet, prefetchRuns, readWorkingSet, writeWorkingSet } from '../src/apps/snapshot/working-set.js';
 import { openSnapshot } from '../src/apps/snapshot/open.js';
 import { prepare } from './helpers/requirements.js';
+import { execFileSync } from 'node:child_process';
+import { saveMain } from '../src/apps/snapshot/main.js';
+import { UnsupportedError } from '../src/errors.js';
 
 const kvm = kvmAvailability();
 const BACKENDS: { backend: GuestBackendName; skip: string | undefined }[] = [
@@ -168,5 +171,28 @@ describe('what a save writes', () => {
     assert.equal(r.unit, 2 * MiB);
     clean(r);
     assert.ok(existsSync(join(dir, 'memory')));
+  });
+
+  test('hugetlb memory saved into tmpfs restores with MINOR faults over the file, a whole huge page each, nothing copied', { skip: hugeSkip }, async () => {
+    const dir = join(shm, 'huge-minor');
+    await save('threads', dir, { source: 'shared_hugetlb', size: 16 * MiB });
+    const r = await restore(dir, { mode: 'minor', consume: true });
+    clean(r);
+    assert.equal(r.unit, 2 * MiB);
+    assert.equal(r.copiedUnits, 0);
+    assert.ok(r.faults.minor > 0 && r.faults.minor <= r.units, `at most one fault per huge page (${r.faults.minor} for ${r.units})`);
+  });
+
+  const mountSkip = process.getuid?.() === 0 ? undefined : 'mounting hugetlbfs needs root: run the tests as root to check this refusal';
+  test('save refuses a directory on hugetlbfs before a guest exists (no write(2) there for the state file)', { skip: mountSkip }, async () => {
+    const mnt = mkdtempSync(join(tmpdir(), 'postcopy-test-hugetlbfs-'));
+    execFileSync('mount', ['-t', 'hugetlbfs', 'none', mnt]);
+    try {
+      await assert.rejects(saveMain({ out: join(mnt, 'snap'), guest: 'threads', source: 'shared_hugetlb', bytesPerVcpu: 2 * MiB, vcpus: 1, runMs: 10, resumeMs: 0 }, { out: () => undefined, err: () => undefined }, true), (e: unknown) => e instanceof UnsupportedError && /tmpfs/.test(e.remedy ?? ''));
+      assert.ok(!existsSync(join(mnt, 'snap')), 'nothing made');
+    } finally {
+      execFileSync('umount', [mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
   });
 });

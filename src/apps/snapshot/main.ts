@@ -24,7 +24,7 @@ import { type LivePolicy, saveSnapshotLive } from './live-save.js';
 import { probeUffdWp } from '../../tracking/probe.js';
 import type { TrackerName } from '../../tracking/tracker.js';
 import { mergeWorkingSet, readWorkingSet, writeWorkingSet } from './working-set.js';
-import { openSnapshot } from './open.js';
+import { fileSystemOf, openSnapshot } from './open.js';
 import { existsSync } from 'node:fs';
 
 /** Guest memory starts at 4 GiB, above the KVM guest's system slot (as migrate's does). */
@@ -94,6 +94,8 @@ export async function saveMain(o: SaveOptions, io: Io, json: boolean): Promise<S
   checkMemory(o.bytesPerVcpu, o.vcpus, 1);
   const backend = backendFor(o.guest, io, json);
   const tracking = o.live ? liveTracker(backend) : undefined;
+  // Checked before a guest exists: hugetlbfs has no write(2), so the state file cannot go there.
+  if (o.out && fileSystemOf(o.out) === 'hugetlbfs') throw new UnsupportedError(`${o.out} is on hugetlbfs, where the state file cannot be written (hugetlbfs files can only be mapped)`, 'Save into a directory on tmpfs (/dev/shm) or a disk; hugetlb memory is saved there in whole huge pages');
   const dir = o.out ?? mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'postcopy-snapshot-'));
   const workload = o.workingSetPermille === undefined ? {} : { workload: workingSet(o.workingSetPermille) };
   const guest: MigratableGuest = createGuest(backend, { source: o.source, size: o.bytesPerVcpu * o.vcpus, vcpus: o.vcpus, guestAddress: GUEST_ADDRESS, ...workload }, tracking ? { tracking } : {});

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, statfsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { THREADS_STATE_BYTES } from '../../guest/threads/layout.js';
 import { VCPU_STATE_BYTES } from '../../guest/kvm/kvm-guest.js';
 import { programOf } from '../../guest/open.js';
@@ -24,6 +24,14 @@ import { UnitMap } from './unit-map.js';
 export type FileSystemKind = 'tmpfs' | 'hugetlbfs' | 'other';
 const TMPFS_MAGIC = 0x01021994;
 const HUGETLBFS_MAGIC = 0x958458f6;
+
+/** The kind of file system `path` (or its nearest existing ancestor) is on. */
+export function fileSystemOf(path: string): FileSystemKind {
+  let p = path;
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  const type = statfsSync(p).type;
+  return type === TMPFS_MAGIC ? 'tmpfs' : type === HUGETLBFS_MAGIC ? 'hugetlbfs' : 'other';
+}
 
 export interface OpenSnapshot {
   readonly dir: string;
@@ -72,8 +80,7 @@ export function openSnapshot(dir: string): OpenSnapshot {
     const st = fstatSync(fd);
     if (st.size < m.size) throw invalid('ERR_SNAPSHOT_TRUNCATED', `the memory file is truncated: ${st.size} bytes of ${m.size}`);
     if (st.size > m.size) throw invalid('ERR_SNAPSHOT_TRUNCATED', `the memory file is ${st.size} bytes, the snapshot's memory ${m.size}: not this snapshot's file`);
-    const type = statfsSync(path).type;
-    const fs: FileSystemKind = type === TMPFS_MAGIC ? 'tmpfs' : type === HUGETLBFS_MAGIC ? 'hugetlbfs' : 'other';
+    const fs = fileSystemOf(path);
     const file = Mapping.map(m.size, { prot: Prot.READ, flags: MapFlag.PRIVATE, fd });
     let closed = false;
     return {
