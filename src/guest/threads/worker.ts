@@ -49,9 +49,9 @@ function run(): void {
   let maxGapEnd = Number(slot[Slot.MAX_GAP_END]) / 1e6;
   // The workload (src/guest/workload.ts): a sweep writes page `index`; a working set's
   // passes after the first write page (index × step) mod pages, kept as a running sum.
-  const scattered = () => !c.sweep && pass > 1;
-  let length = scattered() ? c.setPages : pages;
-  let page = scattered() ? Number((BigInt(index) * BigInt(c.step)) % BigInt(pages)) : index;
+  let scattered = !c.sweep && pass > 1;
+  let length = scattered ? c.setPages : pages;
+  let page = scattered ? Number((BigInt(index) * BigInt(c.step)) % BigInt(pages)) : index;
   while (Atomics.load(control, Control.PAUSE) === 0) {
     const w = page * WORDS_PER_PAGE;
     if (memory[w] !== pass - 1 || memory[w + 1] !== 0) {
@@ -70,8 +70,9 @@ function run(): void {
       index = 0;
       pass++;
       page = 0;
-      length = scattered() ? c.setPages : pages;
-    } else if (scattered()) {
+      scattered = !c.sweep && pass > 1;
+      length = scattered ? c.setPages : pages;
+    } else if (scattered) {
       page += c.step;
       if (page >= pages) page -= pages;
     } else page = index;
