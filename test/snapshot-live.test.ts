@@ -15,7 +15,7 @@ import { createGuest, defaultTracker, kvmAvailability } from '../src/guest/open.
 import { checkGuest, type OracleResult } from '../src/guest/oracle.js';
 import type { GuestBackendName, MigratableGuest, WorkerState } from '../src/guest/guest.js';
 import { LIVE_DEFAULTS, type LivePolicy, type LiveSaveReport, saveSnapshotLive } from '../src/apps/snapshot/live-save.js';
-import { restoreSnapshot, type RestoreOptions, type RestoreReport } from '../src/apps/snapshot/restore.js';
+import { clean, restore } from './helpers/restore.js';
 import { openSnapshot } from '../src/apps/snapshot/open.js';
 import { UnsupportedError, InvalidArgumentError } from '../src/errors.js';
 import { main } from '../src/cli/run.js';
@@ -81,14 +81,6 @@ async function liveSave(backend: GuestBackendName, dir: string, o: { source?: 's
   }
 }
 
-const restore = (dir: string, o: Partial<RestoreOptions> = {}) => restoreSnapshot({ dir, eager: false, background: false, verify: true, runAfterMs: 20, timeoutMs: 60_000, ...o });
-
-function clean(r: RestoreReport): void {
-  assert.equal(r.oracle.lostWrites, 0, `lost writes: ${JSON.stringify(r.oracle.first)}`);
-  assert.equal(r.oracle.guestMismatches, 0, 'the guest saw no mismatch');
-  assert.equal(r.oracle.checkedPages, r.size / 4096, 'every page checked');
-  assert.ok(r.states.every((s) => s.pass >= 2n), 'each worker went on through one whole pass at least');
-}
 
 /** What every live save must show, whatever the machine's speed (`shortPause`: and a pause that wrote less than all of memory). */
 function liveShape(s: Saved, shortPause = true): void {

@@ -20,7 +20,8 @@ import { createGuest } from '../src/guest/open.js';
 import { checkGuest } from '../src/guest/oracle.js';
 import { SlicePlan, SWEEP, workingSet } from '../src/guest/workload.js';
 import { saveSnapshot } from '../src/apps/snapshot/save.js';
-import { restoreSnapshot, type RestoreOptions, type RestoreReport } from '../src/apps/snapshot/restore.js';
+import type { RestoreOptions } from '../src/apps/snapshot/restore.js';
+import { clean, restore as restoreFrom } from './helpers/restore.js';
 import { Restorer } from '../src/apps/snapshot/restorer.js';
 import { mergeWorkingSet } from '../src/apps/snapshot/working-set.js';
 import { openSnapshot } from '../src/apps/snapshot/open.js';
@@ -121,12 +122,7 @@ describe('the threads guest running a working set', () => {
 describe('restoring a working-set snapshot', () => {
   const dir = join(shm, 'ws');
   let setUnits = 0;
-  const restore = (o: Partial<RestoreOptions> = {}) => restoreSnapshot({ dir, eager: false, background: false, verify: true, runAfterMs: 20, timeoutMs: 60_000, ...o });
-  const clean = (r: RestoreReport) => {
-    assert.equal(r.oracle.lostWrites, 0, `lost writes: ${JSON.stringify(r.oracle.first)}`);
-    assert.equal(r.oracle.guestMismatches, 0);
-    assert.equal(r.oracle.checkedPages, r.size / 4096);
-  };
+  const restore = (o: Partial<RestoreOptions> = {}) => restoreFrom(dir, o);
 
   test('saved past its first pass: every page holds data (the whole memory was written once)', async () => {
     const guest = createGuest('threads', { source: 'shmem', size: 16 * MiB, vcpus: 2, guestAddress: 4 * 2 ** 30, workload: workingSet(100) });

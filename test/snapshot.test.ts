@@ -16,7 +16,7 @@ import { createGuest, kvmAvailability } from '../src/guest/open.js';
 import { checkGuest } from '../src/guest/oracle.js';
 import type { GuestBackendName } from '../src/guest/guest.js';
 import { saveSnapshot } from '../src/apps/snapshot/save.js';
-import { restoreSnapshot, type RestoreOptions, type RestoreReport } from '../src/apps/snapshot/restore.js';
+import { clean, restore } from './helpers/restore.js';
 import { mergeWorkingSet, prefetchRuns, readWorkingSet, writeWorkingSet } from '../src/apps/snapshot/working-set.js';
 import { openSnapshot } from '../src/apps/snapshot/open.js';
 import { prepare } from './helpers/requirements.js';
@@ -53,15 +53,6 @@ async function save(backend: GuestBackendName, dir: string, o: { source?: 'shmem
   }
 }
 
-const restore = (dir: string, o: Partial<RestoreOptions> = {}) => restoreSnapshot({ dir, eager: false, background: false, verify: true, runAfterMs: 20, timeoutMs: 60_000, ...o });
-
-function clean(r: RestoreReport): void {
-  assert.equal(r.oracle.lostWrites, 0, `lost writes: ${JSON.stringify(r.oracle.first)}`);
-  assert.equal(r.oracle.guestMismatches, 0, 'the guest saw no mismatch');
-  assert.equal(r.oracle.checkedPages, r.size / 4096);
-  // Each worker went on from its saved position through one whole pass at least.
-  assert.ok(r.states.every((s) => s.pass >= 2n));
-}
 
 for (const { backend, skip } of BACKENDS) {
   describe(`snapshot of a ${backend} guest`, { skip }, () => {

@@ -128,29 +128,6 @@ export class Backing {
   }
 
   /**
-   * `size` bytes of the file `fd` mapped private (copy-on-write): the guest reads the
-   * file's pages and its writes go to anonymous copies, so the file stays as it was (a
-   * snapshot restored with MINOR faults: its pages are mapped with UFFDIO_CONTINUE, never
-   * copied). No alias: the only view of the guest's memory is the primary mapping. The fd
-   * stays the caller's (closing the Backing does not close it, and discard() never punches
-   * the file). `hugetlb`: the file is on hugetlbfs, with `pageSize` pages.
-   */
-  static privateFile(fd: number, size: number, options: { pageSize: number; hugetlb: boolean }): Backing {
-    integer('Backing.privateFile', 'fd', fd, { min: 0, max: 0x7fff_ffff });
-    const o = optionsArg<{ pageSize: number; hugetlb: boolean }>('Backing.privateFile', 'options', options);
-    const pageSize = integer('Backing.privateFile', 'options.pageSize', o.pageSize, { min: BASE, max: GiB });
-    integer('Backing.privateFile', 'size', size, { min: pageSize, multipleOf: pageSize, unit: `the page size (${pageSize})` });
-    const info: BackingSourceInfo = {
-      name: o.hugetlb ? 'shared_hugetlb' : 'shmem',
-      pageSize,
-      shared: false,
-      hugetlb: o.hugetlb === true,
-      description: `a file in ${o.hugetlb ? 'hugetlbfs' : 'shared memory'} mapped private (copy-on-write)`,
-    };
-    return new Backing(info, size, -1, Mapping.map(size, { flags: MapFlag.PRIVATE, fd }), undefined);
-  }
-
-  /**
    * A file in shared memory (tmpfs, hugetlbfs) mapped shared, twice, as guest memory: writes
    * go to the file itself. Takes ownership of `fd` (open read-write), closed with the backing.
    */
