@@ -68,8 +68,10 @@ export async function serveMain(o: ServeMainOptions, io: Io, json: boolean): Pro
     process.once('SIGTERM', stop);
     if (o.untilMs > 0) setTimeout(stop, o.untilMs).unref();
   });
-  const stats = server.stats();
+  // After the close: the serving thread has published its last counters (and merged the
+  // peers still connected into the record); read before, they can miss the last events.
   await server.close();
+  const stats = server.stats();
   if (json) io.out(`${JSON.stringify(stats, null, 2)}\n`);
   else io.out(`served ${stats.uffds} userfaultfd(s) over ${stats.connections} connection(s), ${stats.refused} refused: ${stats.faults} fault(s), ${stats.copied} page(s) copied from the file (${stats.bytesRead} bytes), ${stats.zeroed} zero page(s) for removed ranges (${stats.removes} REMOVE event(s)), ${stats.exists} already there, ${stats.deferred} deferred on EAGAIN${ws?.prefetch ? `; prefetch: ${stats.prefetched} unit(s) in ${stats.prefetchIoctls} UFFDIO_COPY(s)` : ''}${ws?.record ? `; record: ${stats.recordedUnits} unit(s) from ${stats.recordedRuns} peer(s) merged into ${ws.record.path}` : ''}\n`);
   return stats;
