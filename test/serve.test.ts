@@ -1,29 +1,23 @@
 /**
  * `postcopy serve` against a client that does what Firecracker's persist.rs does when it
- * restores with a Uffd memory backend: opens a userfaultfd non-blocking with EVENT_REMOVE,
- * registers its private anonymous guest regions for MISSING faults, connects to the socket
- * and sends the JSON array of GuestRegionUffdMapping with the userfaultfd in SCM_RIGHTS;
- * then its "vCPUs" (worker threads) touch the memory and it removes a range with
+ * restores with a Uffd memory backend (helpers/firecracker-client.ts): sends its regions
+ * and userfaultfd, its "vCPUs" (worker threads) touch the memory and it removes a range with
  * madvise(MADV_DONTNEED), as the balloon does. Every byte is checked. Then the bad inputs:
  * each refused with a log line while the server goes on serving another client.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Worker } from 'node:worker_threads';
 import { PageServerSocket, type ServerLog } from '../src/apps/serve/server.js';
-import { Madvise, MapFlag } from '../src/memory/constants.js';
-import { Mapping } from '../src/memory/mapping.js';
+import { Madvise } from '../src/memory/constants.js';
 import { sendWithFds, socketFd } from '../src/socket/scm-rights.js';
-import { Userfaultfd } from '../src/uffd/userfaultfd.js';
+import { Client, PAGE } from './helpers/firecracker-client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'postcopy-test-serve-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-const PAGE = 4096;
 const MiB = 2 ** 20;
 const FILE_BYTES = 8 * MiB;
 const memoryFile = join(dir, 'mem');
@@ -39,58 +33,6 @@ async function server(): Promise<{ s: PageServerSocket; logs: ServerLog[] }> {
   const logs: ServerLog[] = [];
   const s = await PageServerSocket.listen({ socketPath: join(dir, `uffd-${++sockets}.sock`), memoryFile, onLog: (l) => logs.push(l) });
   return { s, logs };
-}
-
-async function connectTo(path: string): Promise<Socket> {
-  const socket = connect(path);
-  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-  return socket;
-}
-
-/** Firecracker's side: guest regions, a userfaultfd, the message. */
-class Client {
-  readonly uffd = Userfaultfd.open({ features: ['EVENT_REMOVE'], nonBlocking: true });
-  readonly regions: { mapping: Mapping; offset: number }[];
-  socket!: Socket;
-
-  /** Regions of `sizes` bytes at file offsets `offsets`. */
-  constructor(sizes: number[], offsets: number[]) {
-    this.regions = sizes.map((size, i) => {
-      const mapping = Mapping.map(size, { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS });
-      this.uffd.register(mapping.address, size, ['MISSING']);
-      return { mapping, offset: offsets[i]! };
-    });
-  }
-
-  message(extra: Record<string, unknown> = {}): string {
-    return JSON.stringify(this.regions.map((r) => ({ base_host_virt_addr: r.mapping.address, size: r.mapping.length, offset: r.offset, page_size: PAGE, page_size_kib: PAGE, ...extra })));
-  }
-
-  async send(path: string, text = this.message(), fds = [this.uffd.fd]): Promise<void> {
-    this.socket = await connectTo(path);
-    assert.equal(sendWithFds(socketFd(this.socket), Buffer.from(text), fds), Buffer.byteLength(text));
-  }
-
-  /** The first word of every page of region i, read by `threads` worker threads (vCPUs). */
-  async touch(i: number, threads = 2): Promise<Uint32Array> {
-    const r = this.regions[i]!.mapping;
-    const part = r.length / threads;
-    const parts = await Promise.all(
-      Array.from({ length: threads }, (_, t) => {
-        const w = new Worker(new URL('./helpers/page-checker.worker.js', import.meta.url), { workerData: { address: r.address + t * part, bytes: part } });
-        return new Promise<Uint32Array>((resolve, reject) => w.once('message', (m: { words: Uint32Array }) => resolve(m.words)).once('error', reject));
-      }),
-    );
-    const out = new Uint32Array(r.length / PAGE);
-    parts.forEach((p, t) => out.set(p, (t * part) / PAGE));
-    return out;
-  }
-
-  close(): void {
-    this.socket?.destroy();
-    for (const r of this.regions) r.mapping.unmap();
-    this.uffd.close();
-  }
 }
 
 const expected = (offset: number, pages: number) => Uint32Array.from({ length: pages }, (_, p) => offset / PAGE + p + 1);

@@ -5,7 +5,9 @@
  * what it does. The main thread listens (Node's net.Server, connections accepted paused so
  * libuv never reads the bytes that carry descriptors), learns each peer's pid from
  * SO_PEERCRED and hands the connection to the serving thread (server.worker.ts), which
- * does the rest. The memory file is mapped read-only, private.
+ * does the rest. The memory file is mapped read-only, private. With a working set
+ * (--record, --prefetch) the record's layout must be the file's: checked here, before
+ * anything listens.
  */
 import { closeSync, existsSync, fstatSync, openSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -15,6 +17,8 @@ import { MapFlag, Prot } from '../../memory/constants.js';
 import { Mapping } from '../../memory/mapping.js';
 import { native } from '../../native/binding.js';
 import { peerCredentials, socketFd } from '../../socket/scm-rights.js';
+import { SnapshotInvalidError } from '../snapshot/errors.js';
+import { prefetchRuns, type RecordLayout, type WorkingSet } from '../snapshot/working-set.js';
 
 export interface ServerWorkerConfig {
   port: MessagePort;
@@ -23,6 +27,14 @@ export interface ServerWorkerConfig {
   fileSize: number;
   /** Float64 counters, in the order of ServerStats' keys. */
   stats: SharedArrayBuffer;
+  /** Record and prefetch, if asked for: units of the memory file. */
+  workingSet?: {
+    unit: number;
+    layout: RecordLayout;
+    /** [first, count] runs of file units, in recorded order. */
+    prefetch: [number, number][];
+    record?: { path: string; previous?: WorkingSet };
+  };
 }
 
 export type ServerControl = { type: 'connection'; connection: number; fd: number; pid: number } | { type: 'stop' };
@@ -47,14 +59,38 @@ export interface ServerStats {
   removes: number;
   removedBytes: number;
   bytesRead: number;
+  /** Units placed by --prefetch (also counted in copied), and the UFFDIO_COPYs that placed them. */
+  prefetched: number;
+  prefetchIoctls: number;
+  /** Runs (peers) merged into the --record file, and the first-faulted units they held. */
+  recordedRuns: number;
+  recordedUnits: number;
 }
-const STAT_KEYS: (keyof ServerStats)[] = ['connections', 'refused', 'uffds', 'faults', 'copied', 'zeroed', 'exists', 'deferred', 'removes', 'removedBytes', 'bytesRead'];
+const STAT_KEYS: (keyof ServerStats)[] = ['connections', 'refused', 'uffds', 'faults', 'copied', 'zeroed', 'exists', 'deferred', 'removes', 'removedBytes', 'bytesRead', 'prefetched', 'prefetchIoctls', 'recordedRuns', 'recordedUnits'];
+
+/** --record and --prefetch, read and checked by the caller against `layout` (readWorkingSet). */
+export interface ServeWorkingSet {
+  /** What the record is bound to: the memory file's size and the unit (the regions' page size must be it). */
+  readonly layout: RecordLayout;
+  readonly prefetch?: WorkingSet;
+  readonly record?: { readonly path: string; readonly previous?: WorkingSet };
+}
 
 export interface ServeOptions {
   readonly socketPath: string;
   /** The guest memory file the regions' offsets are into (Firecracker's snapshot memory file, or a snapshot's DIR/memory). */
   readonly memoryFile: string;
   readonly onLog?: (line: ServerLog) => void;
+  readonly workingSet?: ServeWorkingSet;
+}
+
+function checkLayout(w: ServeWorkingSet, fileSize: number): void {
+  const { size, unit } = w.layout.memory;
+  if (size !== fileSize) throw new SnapshotInvalidError('ERR_RECORD', `the working set is of ${size} bytes of memory, the memory file holds ${fileSize}`);
+  if (unit < 4096 || (unit & (unit - 1)) !== 0 || size % unit !== 0) throw new SnapshotInvalidError('ERR_RECORD', `the memory file (${size} bytes) is not a whole number of ${unit}-byte units`, 'Give --page-size the guest\'s page size (4K, 2M or 1G)');
+  for (const ws of [w.prefetch, w.record?.previous]) {
+    if (ws && (ws.size !== size || ws.unit !== unit)) throw new SnapshotInvalidError('ERR_RECORD', `a working-set record of ${ws.size} bytes in ${ws.unit}-byte units cannot be used with ${size} bytes in ${unit}-byte units`);
+  }
 }
 
 export class PageServerSocket {
@@ -92,11 +128,25 @@ export class PageServerSocket {
       closeSync(fd);
       throw new InvalidArgumentError(`the memory file ${o.memoryFile} is empty`);
     }
+    try {
+      if (o.workingSet) checkLayout(o.workingSet, size);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
     const file = Mapping.map(size, { prot: Prot.READ, flags: MapFlag.PRIVATE, fd });
     const wakeFd = native.eventfd(0, 0o2000000 | 0o4000 /* EFD_CLOEXEC | EFD_NONBLOCK */);
     const stats = new Float64Array(new SharedArrayBuffer(STAT_KEYS.length * 8));
     const { port1, port2 } = new MessageChannel();
-    const config: ServerWorkerConfig = { port: port2, wakeFd, fileStart: file.address, fileSize: size, stats: stats.buffer as SharedArrayBuffer };
+    const w = o.workingSet;
+    const config: ServerWorkerConfig = {
+      port: port2,
+      wakeFd,
+      fileStart: file.address,
+      fileSize: size,
+      stats: stats.buffer as SharedArrayBuffer,
+      ...(w ? { workingSet: { unit: w.layout.memory.unit, layout: { memory: { size: w.layout.memory.size, unit: w.layout.memory.unit }, checksum: w.layout.checksum }, prefetch: w.prefetch ? prefetchRuns(w.prefetch) : [], ...(w.record ? { record: { path: w.record.path, ...(w.record.previous ? { previous: w.record.previous } : {}) } } : {}) } } : {}),
+    };
     const worker = new Worker(new URL('./server.worker.js', import.meta.url), { workerData: config, transferList: [port2] });
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));

@@ -12,6 +12,15 @@
  *   madvise(MADV_DONTNEED), a balloon; such a range is no longer the file's). EEXIST is
  *   done (wake); EAGAIN (an event is queued behind it) defers the fault until the
  *   userfaultfd's pending messages have been read, then it is retried.
+ * - --record: each fault is noted, by unit of the memory file, in its connection's first
+ *   faults; when the connection goes (the peer closed, was refused, or the server stops)
+ *   they are merged into the record file as one run (recorder.ts).
+ * - --prefetch: a userfaultfd that arrives gets the recorded units within its regions
+ *   (prefetch-plan.ts), one UFFDIO_COPY per run (placement.ts, as the restore places them),
+ *   the first run at once and one more after each round of events, so a fault never waits
+ *   behind more than one run. EEXIST is done; EAGAIN (an event is pending: a REMOVE) holds
+ *   that userfaultfd's prefetch until its messages are read, as faults are held. A unit the
+ *   peer removed is never prefetched afterwards: the removal marks it as placed.
  */
 import { readlinkSync } from 'node:fs';
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
@@ -20,7 +29,11 @@ import { native } from '../../native/binding.js';
 import { isSystemError } from '../../native/errors.js';
 import { receiveWithFds } from '../../socket/scm-rights.js';
 import { Userfaultfd } from '../../uffd/userfaultfd.js';
+import { Counter, type PlaceTarget, placeRange } from '../snapshot/placement.js';
+import { UnitMap } from '../snapshot/unit-map.js';
 import { MappingError, parseMappings, splitJsonValues, type GuestRegionUffdMapping } from './mappings.js';
+import { type RegionRun, regionRuns } from './prefetch-plan.js';
+import { FirstFaults, RecordFile } from './recorder.js';
 import type { ServerControl, ServerLog, ServerStats, ServerWorkerConfig } from './server.js';
 
 const c = workerData as ServerWorkerConfig;
@@ -45,6 +58,8 @@ interface Connection {
   text: string;
   readonly fds: number[];
   readonly uffds: Set<number>;
+  /** --record: this peer's first faults. */
+  readonly firstFaults: FirstFaults | undefined;
 }
 
 interface Handler {
@@ -56,11 +71,23 @@ interface Handler {
   readonly removed: Set<number>;
   /** Faults waiting for their userfaultfd's pending events to be read (EAGAIN). */
   deferred: number[];
+  /** Per region, for placeRange: units placed by prefetch or a fault, or removed (prefetch leaves them alone). */
+  readonly targets: readonly PlaceTarget[];
+  readonly prefetch: readonly RegionRun[];
+  nextRun: number;
+  /** The last prefetch run hit EAGAIN: held until this userfaultfd's messages are read. */
+  prefetchHeld: boolean;
+  /** This userfaultfd's prefetch figures, for its log line. */
+  readonly placedBy: { units: number; ioctls: number; exists: number };
 }
 
 const conns = new Map<number, Connection>();
 const handlers = new Map<number, Handler>();
-const stats: ServerStats = { connections: 0, refused: 0, uffds: 0, faults: 0, copied: 0, zeroed: 0, exists: 0, deferred: 0, removes: 0, removedBytes: 0, bytesRead: 0 };
+const stats: ServerStats = { connections: 0, refused: 0, uffds: 0, faults: 0, copied: 0, zeroed: 0, exists: 0, deferred: 0, removes: 0, removedBytes: 0, bytesRead: 0, prefetched: 0, prefetchIoctls: 0, recordedRuns: 0, recordedUnits: 0 };
+const ws = c.workingSet;
+const recordFile = ws?.record ? new RecordFile(ws.record.path, ws.layout, ws.record.previous) : undefined;
+/** placeRange's counters (only prefetch places through it), added into stats after each run. */
+const placeCounters = new Float64Array(Counter.WORDS);
 
 const shared = new Float64Array(c.stats);
 const STAT_KEYS = Object.keys(stats) as (keyof ServerStats)[];
@@ -89,6 +116,17 @@ function dropConnection(conn: Connection, why?: string): void {
     // closed under us
   }
   for (const fd of conn.fds) closeFd(fd);
+  if (recordFile && conn.firstFaults && conn.firstFaults.order.length > 0) {
+    const units = conn.firstFaults.order.length;
+    try {
+      const merged = recordFile.add(conn.firstFaults);
+      stats.recordedRuns++;
+      stats.recordedUnits += units;
+      log({ level: 'info', connection: conn.id, pid: conn.pid, message: `record: ${units} first-faulted unit(s) merged into ${recordFile.path} (now ${merged.units.length} unit(s) over ${merged.runs} run(s))` });
+    } catch (e) {
+      log({ level: 'warn', connection: conn.id, pid: conn.pid, message: `record: writing ${recordFile.path} failed, this peer's ${units} unit(s) are not in it: ${(e as Error).message}` });
+    }
+  }
   for (const u of conn.uffds) {
     const h = handlers.get(u);
     if (!h) continue;
@@ -130,15 +168,77 @@ function addHandler(conn: Connection, text: string): boolean {
     dropConnection(conn, `the descriptor sent is not a userfaultfd (${(() => { try { return readlinkSync(`/proc/self/fd/${fd}`); } catch { return 'unknown'; } })()})`);
     return false;
   }
+  const pageSize = regions[0]!.page_size;
+  if (ws && pageSize !== ws.unit) {
+    closeFd(fd);
+    dropConnection(conn, `the regions' pages are ${pageSize} bytes and the working set (--record, --prefetch) is in ${ws.unit}-byte units: serve with --page-size ${pageSize}`);
+    return false;
+  }
   // Its features were negotiated by the peer; the ioctls used here check nothing of them.
   const uffd = Userfaultfd.borrow(fd, 0n, 0n, true);
-  handlers.set(fd, { conn, uffd, regions, pageSize: regions[0]!.page_size, removed: new Set(), deferred: [] });
+  const targets = regions.map((r): PlaceTarget => {
+    const units = r.size / pageSize;
+    return {
+      uffd,
+      mode: 'copy',
+      regionStart: r.base_host_virt_addr,
+      fileStart: c.fileStart + r.offset,
+      unit: pageSize,
+      zeropage: false,
+      // Every unit is copied from the file, holes too (zeros), as faults are.
+      data: new UnitMap(units, new Uint8Array(Math.ceil(units / 8)).fill(0xff)),
+      placed: new UnitMap(units),
+      counters: placeCounters,
+    };
+  });
+  const prefetch = ws ? regionRuns(ws.prefetch, regions, pageSize) : [];
+  const h: Handler = { conn, uffd, regions, pageSize, removed: new Set(), deferred: [], targets, prefetch, nextRun: 0, prefetchHeld: false, placedBy: { units: 0, ioctls: 0, exists: 0 } };
+  handlers.set(fd, h);
   conn.uffds.add(fd);
   native.epollCtl(epfd, EPOLL_CTL_ADD, fd, EPOLLIN, fd);
   stats.uffds++;
   const bytes = regions.reduce((n, r) => n + r.size, 0);
-  log({ level: 'info', connection: conn.id, pid: conn.pid, message: `userfaultfd ${fd}: ${regions.length} region(s), ${bytes} bytes in ${regions[0]!.page_size}-byte pages` });
+  log({ level: 'info', connection: conn.id, pid: conn.pid, message: `userfaultfd ${fd}: ${regions.length} region(s), ${bytes} bytes in ${regions[0]!.page_size}-byte pages${ws && ws.prefetch.length > 0 ? `; prefetching ${prefetch.reduce((n, r) => n + r.count, 0)} recorded unit(s) in ${prefetch.length} run(s)` : ''}` });
+  // Right away: the peer sends its regions before its vCPUs run.
+  if (prefetching(h)) prefetchStep(h);
   return true;
+}
+
+const prefetching = (h: Handler) => h.nextRun < h.prefetch.length;
+
+/** The next prefetch run: one UFFDIO_COPY (more only where it stops short at a unit already there). */
+function prefetchStep(h: Handler): void {
+  const run = h.prefetch[h.nextRun]!;
+  const before = Float64Array.from(placeCounters);
+  let placedAll: boolean;
+  try {
+    placedAll = placeRange(h.targets[run.region]!, run.first, run.count, Counter.BY_PREFETCH);
+  } catch (e) {
+    // The peer's memory is gone (it exited: ESRCH), or worse: stop prefetching for it, serve on.
+    h.nextRun = h.prefetch.length;
+    log({ level: 'warn', connection: h.conn.id, pid: h.conn.pid, message: `userfaultfd ${h.uffd.fd}: prefetch stopped: ${(e as Error).message}` });
+    return;
+  }
+  const delta = (k: number) => placeCounters[k]! - before[k]!;
+  const units = delta(Counter.BY_PREFETCH);
+  stats.prefetched += units;
+  stats.copied += delta(Counter.COPIED);
+  stats.bytesRead += delta(Counter.COPIED) * h.pageSize;
+  stats.prefetchIoctls += delta(Counter.IOCTLS);
+  stats.exists += delta(Counter.EXISTS);
+  h.placedBy.units += units;
+  h.placedBy.ioctls += delta(Counter.IOCTLS);
+  h.placedBy.exists += delta(Counter.EXISTS);
+  if (!placedAll) {
+    // EAGAIN: this run again (its placed units skipped) once the pending events are read.
+    stats.deferred++;
+    h.prefetchHeld = true;
+    return;
+  }
+  if (++h.nextRun === h.prefetch.length) {
+    const p = h.placedBy;
+    log({ level: 'info', connection: h.conn.id, pid: h.conn.pid, message: `userfaultfd ${h.uffd.fd}: prefetch done: ${p.units} unit(s) placed in ${p.ioctls} UFFDIO_COPY(s), ${p.exists} already there` });
+  }
 }
 
 function onConnectionReadable(conn: Connection): void {
@@ -176,14 +276,14 @@ function onConnectionReadable(conn: Connection): void {
   }
 }
 
-function regionOf(h: Handler, page: number): GuestRegionUffdMapping | undefined {
-  for (const r of h.regions) if (page >= r.base_host_virt_addr && page < r.base_host_virt_addr + r.size) return r;
-  return undefined;
+function regionIndex(h: Handler, page: number): number {
+  return h.regions.findIndex((r) => page >= r.base_host_virt_addr && page < r.base_host_virt_addr + r.size);
 }
 
 /** Serves the fault at `page`: true once done, false on EAGAIN (defer). */
 function serve(h: Handler, page: number): boolean {
-  const region = regionOf(h, page);
+  const index = regionIndex(h, page);
+  const region = h.regions[index];
   if (!region) {
     log({ level: 'warn', connection: h.conn.id, pid: h.conn.pid, message: `a fault at 0x${page.toString(16)} is outside the regions sent with userfaultfd ${h.uffd.fd}: left alone` });
     return true;
@@ -203,6 +303,8 @@ function serve(h: Handler, page: number): boolean {
       if (r.complete) {
         stats.copied++;
         stats.bytesRead += h.pageSize;
+        // Prefetch need not copy it again (a fault never trusts this map: it always copies).
+        h.targets[index]!.placed.set((page - region.base_host_virt_addr) / h.pageSize);
       }
     }
     return r.complete || r.bytes > 0;
@@ -222,20 +324,29 @@ function onUffdReadable(h: Handler): void {
     dropConnection(h.conn, `reading userfaultfd ${h.uffd.fd}: ${(e as Error).message}`);
     return;
   }
+  h.prefetchHeld = false;
   // Events first (a REMOVE changes what later faults get), then faults in order.
   const faults: number[] = [];
   for (let i = 0; i < n; i++) {
     const address = h.uffd.faultAddress(i);
     if (address >= 0) {
       stats.faults++;
-      faults.push(address - (address % h.pageSize));
+      const page = address - (address % h.pageSize);
+      faults.push(page);
+      const first = h.conn.firstFaults;
+      const r = first ? h.regions[regionIndex(h, page)] : undefined;
+      if (r) first!.note((r.offset + page - r.base_host_virt_addr) / h.pageSize);
       continue;
     }
     const e = h.uffd.event(i);
     if (e.type === 'remove') {
       stats.removes++;
       stats.removedBytes += e.end - e.start;
-      for (let p = e.start - (e.start % h.pageSize); p < e.end; p += h.pageSize) h.removed.add(p);
+      for (let p = e.start - (e.start % h.pageSize); p < e.end; p += h.pageSize) {
+        h.removed.add(p);
+        const i = regionIndex(h, p);
+        if (i >= 0) h.targets[i]!.placed.set((p - h.regions[i]!.base_host_virt_addr) / h.pageSize);
+      }
     } else if (e.type !== 'pagefault') {
       log({ level: 'warn', connection: h.conn.id, pid: h.conn.pid, message: `userfaultfd ${h.uffd.fd}: ${e.type} event not handled` });
     }
@@ -254,7 +365,7 @@ function onControl(): boolean {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
     const msg = m.message as ServerControl;
     if (msg.type === 'stop') return false;
-    const conn: Connection = { id: msg.connection, fd: msg.fd, pid: msg.pid, text: '', fds: [], uffds: new Set() };
+    const conn: Connection = { id: msg.connection, fd: msg.fd, pid: msg.pid, text: '', fds: [], uffds: new Set(), firstFaults: recordFile ? new FirstFaults(c.fileSize / ws!.unit) : undefined };
     conns.set(msg.fd, conn);
     stats.connections++;
     native.epollCtl(epfd, EPOLL_CTL_ADD, msg.fd, EPOLLIN, msg.fd);
@@ -265,9 +376,14 @@ function onControl(): boolean {
 
 function loop(): void {
   for (;;) {
+    // Prefetch to do: look for events without sleeping. Held work (EAGAIN): look again in 1 ms.
     let waiting = false;
-    for (const h of handlers.values()) if (h.deferred.length > 0) waiting = true;
-    const n = native.epollWait(epfd, ready, waiting ? 1 : -1);
+    let busy = false;
+    for (const h of handlers.values()) {
+      if (h.deferred.length > 0 || h.prefetchHeld) waiting = true;
+      else if (prefetching(h)) busy = true;
+    }
+    const n = native.epollWait(epfd, ready, busy ? 0 : waiting ? 1 : -1);
     for (let i = 0; i < n; i++) {
       const fd = ready[i * 2 + 1]!;
       if (fd === c.wakeFd) {
@@ -280,7 +396,9 @@ function loop(): void {
       if (h) onUffdReadable(h);
     }
     // Deferred faults whose userfaultfd was not readable: try again (the event may be read by now).
-    if (n === 0) for (const h of handlers.values()) if (h.deferred.length > 0) onUffdReadable(h);
+    if (n === 0) for (const h of handlers.values()) if (h.deferred.length > 0 || h.prefetchHeld) onUffdReadable(h);
+    // Then one prefetch run per userfaultfd (faults first: each waits behind one run at most).
+    for (const h of handlers.values()) if (prefetching(h) && !h.prefetchHeld) prefetchStep(h);
     publish();
   }
 }

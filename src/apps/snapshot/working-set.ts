@@ -13,6 +13,12 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { SnapshotInvalidError } from './errors.js';
 import type { Manifest } from './manifest.js';
 
+/**
+ * What a record is bound to: the memory's size and unit, and an identity to name in it (a
+ * snapshot's manifest is one; `postcopy serve --file` makes one for a bare memory file).
+ */
+export type RecordLayout = { readonly memory: Pick<Manifest['memory'], 'size' | 'unit'>; readonly checksum: string };
+
 export const WORKING_SET_FORMAT = 'postcopy-working-set';
 export const WORKING_SET_VERSION = 1;
 
@@ -53,8 +59,8 @@ function fromU32(text: string): number[] | undefined {
 const digest = (units: string, counts: string) => createHash('sha256').update(units).update('/').update(counts).digest('hex');
 
 /** Reads and checks a record against the snapshot it will be used with (same size and unit). */
-export function readWorkingSet(path: string, manifest: Manifest): WorkingSet {
-  if (!existsSync(path)) throw invalid(path, 'does not exist', 'Record one first with `postcopy snapshot restore DIR --record FILE`');
+export function readWorkingSet(path: string, manifest: RecordLayout): WorkingSet {
+  if (!existsSync(path)) throw invalid(path, 'does not exist', 'Record one first with --record FILE (`postcopy snapshot restore DIR` or `postcopy serve`)');
   let raw: WorkingSetFile;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8')) as WorkingSetFile;
@@ -82,7 +88,7 @@ export function readWorkingSet(path: string, manifest: Manifest): WorkingSet {
 }
 
 /** This run's faults merged into `previous` (or a first record). */
-export function mergeWorkingSet(previous: WorkingSet | undefined, manifest: Manifest, faulted: readonly number[]): WorkingSet {
+export function mergeWorkingSet(previous: WorkingSet | undefined, manifest: RecordLayout, faulted: readonly number[]): WorkingSet {
   const units = [...(previous?.units ?? [])];
   const counts = [...(previous?.counts ?? [])];
   const index = new Map<number, number>(units.map((u, i) => [u, i]));
