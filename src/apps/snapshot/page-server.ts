@@ -33,6 +33,8 @@ export interface PageServerConfig {
   /** Int32 [first, count] pairs, in the order to place them. */
   prefetch: SharedArrayBuffer;
   background: boolean;
+  /** The prefetch list may start before the guest runs (its half of a prefetch before resume). */
+  bulkBeforeGo: boolean;
 }
 
 export interface PageServerOptions {
@@ -48,6 +50,8 @@ export interface PageServerOptions {
   readonly placed: UnitMap;
   readonly prefetch: readonly (readonly [first: number, count: number])[];
   readonly background: boolean;
+  /** Start the prefetch list at once, before go() (a prefetch before resume shared with the caller's thread). */
+  readonly bulkBeforeGo?: boolean;
 }
 
 export class PageServer {
@@ -103,6 +107,7 @@ export class PageServer {
       record: record.buffer as SharedArrayBuffer,
       prefetch: prefetch.buffer as SharedArrayBuffer,
       background: o.background,
+      bulkBeforeGo: o.bulkBeforeGo ?? false,
     };
     const worker = early ? early.begin(config) : new Worker(WORKER_URL, { workerData: config });
     let ready!: () => void;
@@ -127,6 +132,18 @@ export class PageServer {
       throw e;
     }
     return new PageServer(worker, stopFd, counters, record, stopped);
+  }
+
+  /** Resolves once the thread has placed its prefetch list (polled: the thread sets a counter); rejects with what `failed()` returns. */
+  async prefetchDone(failed: () => Error | undefined): Promise<void> {
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    for (let spins = 0; this.counters[Counter.PREFETCH_DONE_AT] === 0; spins++) {
+      const e = failed();
+      if (e) throw e;
+      // The event loop now and then: a failure of the thread arrives as a message.
+      if (spins % 64 === 63) await new Promise((r) => setImmediate(r));
+      else Atomics.wait(sleeper, 0, 0, 0.05);
+    }
   }
 
   /** The guest runs: bulk work may start. */

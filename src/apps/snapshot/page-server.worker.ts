@@ -47,7 +47,7 @@ const deferred: number[] = [];
 const now = () => performance.timeOrigin + performance.now();
 
 function bulkPending(): boolean {
-  if (counters[Counter.GO] === 0) return false;
+  if (counters[Counter.GO] === 0 && !(c.bulkBeforeGo && nextRun < prefetch.length / 2)) return false;
   return nextRun < prefetch.length / 2 || (c.background && backgroundAt < c.units);
 }
 
