@@ -161,7 +161,7 @@ export const snapshotCommand: Command = {
     ['save --max-rounds <n>', `--live: at most this many rounds before the pause (default ${LIVE_DEFAULTS.maxRounds})`],
     ['save --max-stale <units>', `--live: pause as soon as no more than this many units are dirty (default ${LIVE_DEFAULTS.maxStaleUnits})`],
     ['save --auto-converge', '--live: when the rounds stop shrinking the dirty set, throttle the guest (as migrate --auto-converge) before pausing'],
-    ['restore DIR -u MISSING|MINOR', 'how pages are placed (default MISSING; MINOR with --consume where the file is in shared memory)'],
+    ['restore DIR -u MISSING|MINOR', 'how pages are placed (default MISSING; --consume alone means MINOR)'],
     ['restore --consume', 'MINOR: let the guest run over (and write into) the snapshot\'s own memory file; the snapshot is used up'],
     ['restore -s <source>', 'MISSING: the memory restored into (default anonymous; anonymous_hugetlb for huge-page snapshots)'],
     ['restore --eager', 'place every page before the guest runs'],

@@ -140,7 +140,7 @@ function defaultSource(unit: number): BackingSourceName {
 function plan(s: OpenSnapshot, o: RestoreOptions): { mode: RestoreMode; source: BackingSourceName | undefined } {
   const { unit } = s.manifest.memory;
   const shared = s.fs === 'tmpfs' || s.fs === 'hugetlbfs';
-  const mode = o.mode ?? (shared && o.consume ? 'minor' : 'missing');
+  const mode = o.mode ?? (o.consume ? 'minor' : 'missing');
   if (mode === 'minor') {
     if (!shared) throw new UnsupportedError(`MINOR faults map the snapshot's own pages, which needs its memory file in shared memory (tmpfs or hugetlbfs); ${s.path} is not`, 'Copy the snapshot to /dev/shm, or restore with -u MISSING');
     if (!o.consume) throw new UnsupportedError('a MINOR restore runs the guest over the snapshot\'s own memory file, so the guest\'s writes change it and it cannot be restored again', 'Add --consume to hand the snapshot over, or restore with -u MISSING to keep it');
