@@ -159,13 +159,14 @@ describe('restoring a working-set snapshot', () => {
     assert.equal(racing.placed.byPrefetch + racing.placed.byFault, setUnits, 'each page of the set placed once, by the prefetch or by a fault');
   });
 
-  test('threads started before the snapshot is opened run the restored guest', async () => {
+  test('threads started before the snapshot is opened run the restored guest, over memory placed where they already view', async () => {
     const restorer = await Restorer.prestart(2);
     try {
       const r = await restore({ mode: 'missing', restorer });
       clean(r);
       assert.equal(restorer.guestWorkers.length, 0, 'both prestarted guest threads were taken');
       assert.equal(restorer.takePageServer(), undefined, 'the prestarted page server was taken');
+      assert.equal(restorer.claim(4096), undefined, 'the reserved range the threads viewed in advance went to the guest\'s memory');
     } finally {
       await restorer.close();
     }

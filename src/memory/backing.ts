@@ -56,6 +56,11 @@ export interface BackingOptions {
   createGuestMemfd?: (size: number) => number;
   /** A name for the memfd, seen in /proc/<pid>/maps. */
   name?: string;
+  /**
+   * `anonymous` only: map the memory at this address (MAP_FIXED), inside a range the caller
+   * reserved for it (a restorer's, whose threads already hold views of it).
+   */
+  at?: number;
 }
 
 /**
@@ -87,6 +92,7 @@ export class Backing {
       throw new ArgumentError('size', `Backing.create: size must be a positive multiple of ${source}'s page size (${formatSize(info.pageSize)}), got ${describe(size)}`);
     }
     const o = optionsArg<BackingOptions>('Backing.create', 'options', options);
+    if (o.at !== undefined && source !== 'anonymous') throw new InvalidArgumentError(`Backing.create: options.at places anonymous memory only, not ${source}`);
     if (o.createGuestMemfd !== undefined && typeof o.createGuestMemfd !== 'function') {
       throw new ArgumentError('options.createGuestMemfd', `Backing.create: options.createGuestMemfd must be a function (size) => fd, got ${describe(o.createGuestMemfd)}`);
     }
@@ -98,7 +104,7 @@ export class Backing {
     try {
       switch (source) {
         case 'anonymous':
-          return new Backing(info, size, -1, Mapping.map(size, { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS }), undefined);
+          return new Backing(info, size, -1, Mapping.map(size, { flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS | (o.at === undefined ? 0 : MapFlag.FIXED), ...(o.at === undefined ? {} : { address: o.at }) }), undefined);
         case 'anonymous_thp': {
           const m = Mapping.mapAlignedAnonymous(size, info.pageSize, MapFlag.PRIVATE);
           m.advise(Madvise.HUGEPAGE);

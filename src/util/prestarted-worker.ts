@@ -11,6 +11,8 @@
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 
 type Hello = { readonly prestarted: 'waiting' };
+/** workerData of a prestarted worker: marks it as one, with what it may prepare before its work is known. */
+const EARLY = 'postcopy.prestarted';
 
 export class PrestartedWorker {
   readonly worker: Worker;
@@ -18,8 +20,8 @@ export class PrestartedWorker {
   readonly waiting: Promise<void>;
   #begun = false;
 
-  private constructor(url: URL) {
-    this.worker = new Worker(url);
+  private constructor(url: URL, early: unknown) {
+    this.worker = new Worker(url, { workerData: { [EARLY]: early ?? null } });
     this.waiting = new Promise<void>((resolve, reject) => {
       const onMessage = (m: Hello) => {
         if (m?.prestarted !== 'waiting') return;
@@ -33,9 +35,9 @@ export class PrestartedWorker {
     this.waiting.catch(() => undefined);
   }
 
-  /** Starts the worker script at `url` without a configuration. */
-  static spawn(url: URL): PrestartedWorker {
-    return new PrestartedWorker(url);
+  /** Starts the worker script at `url` without a configuration; `early` is what it may prepare meanwhile (prestartData()). */
+  static spawn(url: URL, early?: unknown): PrestartedWorker {
+    return new PrestartedWorker(url, early);
   }
 
   /** Hands the worker its configuration (once); from here it runs as if spawned with it. */
@@ -55,9 +57,16 @@ export class PrestartedWorker {
   }
 }
 
+const prestarted = (): boolean => typeof workerData === 'object' && workerData !== null && EARLY in workerData;
+
+/** In a prestarted worker: what it was given to prepare before its work is known (undefined otherwise). */
+export function prestartData<T>(): T | undefined {
+  return prestarted() ? ((workerData as Record<string, unknown>)[EARLY] as T | null) ?? undefined : undefined;
+}
+
 /** In a worker: its configuration, from workerData or (prestarted) the parent's first message. */
 export function workerConfig<T>(): T | Promise<T> {
-  if (workerData !== null && workerData !== undefined) return workerData as T;
+  if (!prestarted()) return workerData as T;
   const port = parentPort!;
   return new Promise<T>((resolve) => {
     const onMessage = (m: { prestarted?: string; config?: T }) => {

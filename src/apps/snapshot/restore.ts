@@ -198,7 +198,14 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     const t1 = at();
     const shape = { ...m.guest.shape, source: source ?? (hugetlb ? 'shared_hugetlb' : 'shmem') };
     if (mode === 'minor') markConsumed(snap);
-    const backing = mode === 'minor' ? Backing.sharedFile(openSync(snap.path, 'r+'), size, { pageSize: unit, hugetlb: snap.fs === 'hugetlbfs' }) : undefined;
+    // MISSING into anonymous memory with a restorer: the memory goes where its threads already view.
+    const reservedAt = mode === 'missing' && source === 'anonymous' && backend === 'threads' ? o.restorer?.claim(size) : undefined;
+    const backing =
+      mode === 'minor'
+        ? Backing.sharedFile(openSync(snap.path, 'r+'), size, { pageSize: unit, hugetlb: snap.fs === 'hugetlbfs' })
+        : reservedAt !== undefined
+          ? Backing.create('anonymous', size, { name: 'postcopy-restore', at: reservedAt })
+          : undefined;
     guest = createGuest(backend, shape, { ...(backing ? { backing } : {}), ...(o.restorer ? { workers: o.restorer.guestWorkers } : {}) });
     const states = m.guest.states.map((s) => new Uint8Array(Buffer.from(s, 'base64')));
     try {

@@ -52,4 +52,10 @@ export interface WorkerConfig {
   readonly slots: SharedArrayBuffer;
 }
 
+/** An address range reserved for a guest's memory before the guest is known (a restorer's), which prestarted workers view in advance. */
+export interface ReservedRange {
+  readonly address: number;
+  readonly bytes: number;
+}
+
 export type WorkerMessage = { type: 'ready'; tid: number } | { type: 'paused' };

@@ -16,7 +16,7 @@ import type { GuestClock, GuestCreateOptions, GuestShape, MigratableGuest, Worke
 import { checkBacking, checkShape, populateForArrivals, renice, sliceOf, VCPU_NICE } from '../shape.js';
 import { PrestartedWorker } from '../../util/prestarted-worker.js';
 import { SlicePlan, SWEEP } from '../workload.js';
-import { Control, Slot, STATE_MAGIC, THREADS_STATE_BYTES, TICKS_PER_MS, type WorkerConfig, type WorkerMessage } from './layout.js';
+import { Control, type ReservedRange, Slot, STATE_MAGIC, THREADS_STATE_BYTES, TICKS_PER_MS, type WorkerConfig, type WorkerMessage } from './layout.js';
 
 const now = () => performance.timeOrigin + performance.now();
 const WORKER_URL = new URL('./worker.js', import.meta.url);
@@ -84,8 +84,8 @@ export class ThreadsGuest implements MigratableGuest {
    * Starts `n` worker threads that wait for a guest to run (a restorer started before its
    * snapshot is opened: a worker's start is most of a restore's time to resume otherwise).
    */
-  static prestart(n: number): PrestartedWorker[] {
-    return Array.from({ length: n }, () => PrestartedWorker.spawn(WORKER_URL));
+  static prestart(n: number, reserved?: ReservedRange): PrestartedWorker[] {
+    return Array.from({ length: n }, () => PrestartedWorker.spawn(WORKER_URL, reserved));
   }
 
   get unit(): number {

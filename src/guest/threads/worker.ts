@@ -11,16 +11,23 @@
  * Nothing is allocated in the loop.
  */
 import { parentPort } from 'node:worker_threads';
-import { workerConfig } from '../../util/prestarted-worker.js';
+import { prestartData, workerConfig } from '../../util/prestarted-worker.js';
 import { native } from '../../native/binding.js';
-import { Control, Slot, type WorkerConfig, type WorkerMessage } from './layout.js';
+import { Control, type ReservedRange, Slot, type WorkerConfig, type WorkerMessage } from './layout.js';
 
+// A thread started before its guest was known may be given an address range reserved for
+// the guest's memory: it makes its view of it now, because V8 answers a new multi-GiB
+// external buffer with a full collection (11–16 ms a worker here at 2 GiB), which would
+// otherwise fall between the snapshot's open and the guest running.
+const early = prestartData<ReservedRange>();
+const reserved = early ? native.view(early.address, early.bytes) : undefined;
 // Given at spawn, or by message to a thread started before the work was known.
 const c = await workerConfig<WorkerConfig>();
 const control = new Int32Array(c.control);
 const clockOffset = new Float64Array(c.clock);
 const slot = new BigInt64Array(c.slots, c.index * Slot.WORDS * 8, Slot.WORDS);
-const memory = new Uint32Array(native.view(c.host, c.bytes));
+const inReserved = early !== undefined && c.host >= early.address && c.host + c.bytes <= early.address + early.bytes;
+const memory = inReserved ? new Uint32Array(reserved!, c.host - early.address, c.bytes / 4) : new Uint32Array(native.view(c.host, c.bytes));
 const pages = c.bytes / 4096;
 const WORDS_PER_PAGE = 1024;
 const origin = performance.timeOrigin;
