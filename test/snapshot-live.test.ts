@@ -232,7 +232,7 @@ describe('postcopy snapshot save --live', () => {
     for (const k of ['roundsMs', 'hashMs', 'totalMs']) assert.equal(typeof l[k], 'number', k);
     assert.equal(j.pausedMs, l.pause.ms, 'the run reports the live pause as its pause');
     assert.equal(j.before.lostWrites, 0);
-    assert.equal(readdirSync(dir).sort().join(), 'memory,snapshot.json', 'no temporary file left');
+    assert.equal(readdirSync(dir).sort().join(), 'datamap,memory,snapshot.json', 'no temporary file left');
     const back = await run(['snapshot', 'restore', dir, '--json']);
     assert.equal(back.code, 0, back.err);
     assert.equal(JSON.parse(back.out).oracle.checkedPages, pages);

@@ -30,6 +30,7 @@ function variant(name: string, edit: (dir: string) => void): string {
   mkdirSync(dir);
   copyFileSync(join(good, 'snapshot.json'), join(dir, 'snapshot.json'));
   copyFileSync(join(good, 'memory'), join(dir, 'memory'));
+  copyFileSync(join(good, 'datamap'), join(dir, 'datamap'));
   edit(dir);
   return dir;
 }
@@ -67,7 +68,7 @@ describe('snapshot refusals', () => {
 
   test('a byte changed in a data page: its region does not match its checksum', async () => {
     const m = manifestOf(good);
-    const data = UnitMap.fromBase64(m.memory.size / m.memory.unit, m.memory.dataMap)!;
+    const data = new UnitMap(m.memory.size / m.memory.unit, readFileSync(join(good, m.memory.dataMapFile!.name)));
     let unit = -1;
     data.runs(true, (first) => (unit = unit < 0 ? first : unit));
     assert.ok(unit >= 0, 'the guest wrote something');
@@ -82,10 +83,35 @@ describe('snapshot refusals', () => {
     assert.equal(r.code, 3);
   });
 
+  test('the data map changed, cut short or gone (format 3 keeps it in a file of its own)', async () => {
+    await refused(variant('datamap-changed', (d) => {
+      const bits = readFileSync(join(d, 'datamap'));
+      bits[0] = bits[0]! ^ 0x01;
+      writeFileSync(join(d, 'datamap'), bits);
+    }), /data map .* does not match its checksum/);
+    await refused(variant('datamap-short', (d) => truncateSync(join(d, 'datamap'), 3)), /data map .* is 3 bytes, not/);
+    await refused(variant('datamap-gone', (d) => rmSync(join(d, 'datamap'))), /data map .* is missing/);
+  });
+
+  test('a format 2 snapshot (the data map as base64 in the state file) still restores', async () => {
+    const dir = variant('format-2', (d) => {
+      const bits = readFileSync(join(d, 'datamap'));
+      reseal(d, (m) => {
+        m.version = 2;
+        m.memory.dataMap = bits.toString('base64');
+        delete m.memory.dataMapFile;
+      });
+      rmSync(join(d, 'datamap'));
+    });
+    const r = await run(['snapshot', 'restore', dir, '--json']);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).oracle.lostWrites, 0);
+  });
+
   test('the state file edited without its checksum', () =>
     refused(variant('edited', (d) => writeFileSync(join(d, 'snapshot.json'), readFileSync(join(d, 'snapshot.json'), 'utf8').replace('"vcpus": 2', '"vcpus": 1'))), /does not match its own checksum/));
 
-  test('another format version', () => refused(variant('version', (d) => reseal(d, (m) => (m.version = 99))), /format version 99, this postcopy reads versions 1 and 2/));
+  test('another format version', () => refused(variant('version', (d) => reseal(d, (m) => (m.version = 99))), /format version 99, this postcopy reads versions 1, 2, 3/));
 
   test('not JSON (a truncated state file)', () => refused(variant('json', (d) => truncateSync(join(d, 'snapshot.json'), 40)), /not JSON/));
 

@@ -28,8 +28,8 @@ import type { Backing } from '../../memory/backing.js';
 import { RUN_BYTES, switchoverReason } from '../migrate/source/precopy.js';
 import { Throttle } from '../migrate/source/throttle.js';
 import { UnitBitmap } from '../migrate/stale-set.js';
-import { MEMORY_FILE, type Region } from './manifest.js';
-import { captureState, commitFiles, isZero, manifestFor, REGION_BYTES, type SaveReport, temporaryMemoryPath } from './save.js';
+import type { Region } from './manifest.js';
+import { captureState, commitFiles, isZero, manifestFor, memoryEntry, REGION_BYTES, type SaveReport, temporaryMemoryPath } from './save.js';
 import { UnitMap } from './unit-map.js';
 import { LIVE_DEFAULTS, type LivePolicy } from './live-policy.js';
 
@@ -285,8 +285,8 @@ export async function saveSnapshotLive(guest: MigratableGuest, dir: string, poli
     out.unmap();
     out = undefined;
     const dataUnits = data.count();
-    const manifest = manifestFor(guest, captured, { file: MEMORY_FILE, size, unit, dataMap: data.toBase64(), dataUnits, regions });
-    const memoryPath = commitFiles(dir, tmpMemory, manifest);
+    const manifest = manifestFor(guest, captured, memoryEntry(size, unit, data, regions));
+    const memoryPath = commitFiles(dir, tmpMemory, manifest, data);
     committed = true;
     const t1 = process.hrtime.bigint();
     return {

@@ -68,10 +68,7 @@ export function openSnapshot(dir: string): OpenSnapshot {
   checkLayout(manifest);
   const m = manifest.memory;
   const units = m.size / m.unit;
-  const parsed = UnitMap.fromBase64(units, m.dataMap);
-  if (!parsed) throw invalid('ERR_SNAPSHOT_STATE', `the state file's data map is not base64 of ${Math.ceil(units / 8)} bytes (one bit per ${m.unit}-byte unit)`);
-  const data = UnitMap.shared(units);
-  data.bits.set(parsed.bits);
+  const data = readDataMap(dir, m, units);
   if (data.count() !== m.dataUnits) throw invalid('ERR_SNAPSHOT_STATE', `the state file's data map marks ${data.count()} units, it says ${m.dataUnits}`);
   const path = join(dir, m.file);
   if (!existsSync(path)) throw invalid('ERR_SNAPSHOT_MISSING', `the memory file ${path} is missing`);
@@ -103,6 +100,25 @@ export function openSnapshot(dir: string): OpenSnapshot {
     closeSync(fd);
     throw e;
   }
+}
+
+/** The data map (over a SharedArrayBuffer): base64 in the state file (versions 1–2), or its own file checked against the state file's SHA-256 (3). */
+function readDataMap(dir: string, m: Manifest['memory'], units: number): UnitMap {
+  const data = UnitMap.shared(units);
+  const bytes = Math.ceil(units / 8);
+  if (m.dataMapFile) {
+    const path = join(dir, m.dataMapFile.name);
+    if (!existsSync(path)) throw invalid('ERR_SNAPSHOT_MISSING', `the data map ${path} is missing`, 'Save the snapshot again');
+    const bits = readFileSync(path);
+    if (bits.byteLength !== bytes) throw invalid('ERR_SNAPSHOT_TRUNCATED', `the data map ${path} is ${bits.byteLength} bytes, not ${bytes} (one bit per ${m.unit}-byte unit)`);
+    if (createHash('sha256').update(bits).digest('hex') !== m.dataMapFile.sha256) throw invalid('ERR_SNAPSHOT_CORRUPT', `the data map ${path} does not match its checksum: it was changed or damaged after it was saved`, 'Save the snapshot again');
+    data.bits.set(bits);
+    return data;
+  }
+  const parsed = UnitMap.fromBase64(units, m.dataMap ?? '');
+  if (!parsed) throw invalid('ERR_SNAPSHOT_STATE', `the state file's data map is not base64 of ${bytes} bytes (one bit per ${m.unit}-byte unit)`);
+  data.bits.set(parsed.bits);
+  return data;
 }
 
 /** What this build can restore: the same program and state layout, a unit that is the source's page, a shape that splits. */

@@ -16,7 +16,7 @@ import type { MigratableGuest } from '../../guest/guest.js';
 import { programOf } from '../../guest/open.js';
 import { MapFlag } from '../../memory/constants.js';
 import { Mapping } from '../../memory/mapping.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, MEMORY_FILE, type Manifest, type Region, sealManifest } from './manifest.js';
+import { DATA_MAP_FILE, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, MEMORY_FILE, type Manifest, type Region, sealManifest } from './manifest.js';
 import { UnitMap } from './unit-map.js';
 
 /** Bytes per checksummed region (a whole number of units). */
@@ -108,8 +108,8 @@ export function saveSnapshot(guest: MigratableGuest, dir: string): SaveReport {
     closeSync(fd);
   }
   const t2 = performance.now();
-  const manifest = manifestFor(guest, captureState(guest), { file: MEMORY_FILE, size, unit, dataMap: data.toBase64(), dataUnits: data.count(), regions });
-  const memoryPath = commitFiles(dir, tmpMemory, manifest);
+  const manifest = manifestFor(guest, captureState(guest), memoryEntry(size, unit, data, regions));
+  const memoryPath = commitFiles(dir, tmpMemory, manifest, data);
   return {
     dir,
     size,
@@ -155,13 +155,26 @@ export function manifestFor(guest: MigratableGuest, captured: CapturedState, mem
 /** Where the memory file is written before it is renamed into place. */
 export const temporaryMemoryPath = (dir: string) => `${join(dir, MEMORY_FILE)}.tmp-${process.pid}`;
 
-/** Writes the state file and renames both into place (memory first: a state file names a complete memory file). Returns the memory file's path. */
-export function commitFiles(dir: string, tmpMemory: string, manifest: Manifest): string {
+/** The state file's memory part: the memory file, its data map (a file of its own, hashed here) and its regions. */
+export function memoryEntry(size: number, unit: number, data: UnitMap, regions: Region[]): Manifest['memory'] {
+  const sha256 = createHash('sha256').update(data.bits).digest('hex');
+  return { file: MEMORY_FILE, size, unit, dataMapFile: { name: DATA_MAP_FILE, sha256 }, dataUnits: data.count(), regions };
+}
+
+/**
+ * Writes the data map and the state file and renames all three into place (the state file
+ * last: it names a complete memory file and data map). Returns the memory file's path.
+ */
+export function commitFiles(dir: string, tmpMemory: string, manifest: Manifest, data: UnitMap): string {
   const memoryPath = join(dir, MEMORY_FILE);
+  const dataMapPath = join(dir, DATA_MAP_FILE);
   const manifestPath = join(dir, MANIFEST_FILE);
+  const tmpDataMap = `${dataMapPath}.tmp-${process.pid}`;
   const tmpManifest = `${manifestPath}.tmp-${process.pid}`;
+  writeFileSync(tmpDataMap, data.bits, { mode: 0o600 });
   writeFileSync(tmpManifest, `${JSON.stringify(manifest, null, 1)}\n`, { mode: 0o600 });
   renameSync(tmpMemory, memoryPath);
+  renameSync(tmpDataMap, dataMapPath);
   renameSync(tmpManifest, manifestPath);
   return memoryPath;
 }
