@@ -137,9 +137,9 @@ export class Backing {
    * A file in shared memory (tmpfs, hugetlbfs) mapped shared, twice, as guest memory: writes
    * go to the file itself. Takes ownership of `fd` (open read-write), closed with the backing.
    */
-  static sharedFile(fd: number, size: number, options: { pageSize: number; hugetlb: boolean }): Backing {
+  static sharedFile(fd: number, size: number, options: { pageSize: number; hugetlb: boolean; at?: number }): Backing {
     integer('Backing.sharedFile', 'fd', fd, { min: 0, max: 0x7fff_ffff });
-    const o = optionsArg<{ pageSize: number; hugetlb: boolean }>('Backing.sharedFile', 'options', options);
+    const o = optionsArg<{ pageSize: number; hugetlb: boolean; at?: number }>('Backing.sharedFile', 'options', options);
     const pageSize = integer('Backing.sharedFile', 'options.pageSize', o.pageSize, { min: BASE, max: GiB });
     integer('Backing.sharedFile', 'size', size, { min: pageSize, multipleOf: pageSize, unit: `the page size (${pageSize})` });
     const info: BackingSourceInfo = {
@@ -149,13 +149,14 @@ export class Backing {
       hugetlb: o.hugetlb === true,
       description: `a file in ${o.hugetlb ? 'hugetlbfs' : 'shared memory'} mapped shared (the guest writes into it)`,
     };
-    return Backing.#shared(info, size, fd, false);
+    return Backing.#shared(info, size, fd, false, o.at);
   }
 
-  static #shared(info: BackingSourceInfo, size: number, fd: number, truncate = true): Backing {
+  /** `at`: the primary mapping goes there (MAP_FIXED, inside a range the caller reserved). */
+  static #shared(info: BackingSourceInfo, size: number, fd: number, truncate = true, at?: number): Backing {
     try {
       if (truncate) native.ftruncate(fd, size);
-      const primary = Mapping.map(size, { flags: MapFlag.SHARED, fd });
+      const primary = Mapping.map(size, { flags: MapFlag.SHARED | (at === undefined ? 0 : MapFlag.FIXED), fd, ...(at === undefined ? {} : { address: at }) });
       try {
         const alias = Mapping.map(size, { flags: MapFlag.SHARED, fd });
         return new Backing(info, size, fd, primary, alias);

@@ -198,11 +198,12 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     const t1 = at();
     const shape = { ...m.guest.shape, source: source ?? (hugetlb ? 'shared_hugetlb' : 'shmem') };
     if (mode === 'minor') markConsumed(snap);
-    // MISSING into anonymous memory with a restorer: the memory goes where its threads already view.
-    const reservedAt = mode === 'missing' && source === 'anonymous' && backend === 'threads' ? o.restorer?.claim(size) : undefined;
+    // With a restorer, the guest's memory (MISSING into anonymous memory, or MINOR's file) goes
+    // where its threads already view. Hugetlbfs needs huge-page alignment the range may not have.
+    const reservedAt = (mode === 'minor' ? snap.fs === 'tmpfs' : source === 'anonymous') && backend === 'threads' ? o.restorer?.claim(size) : undefined;
     const backing =
       mode === 'minor'
-        ? Backing.sharedFile(openSync(snap.path, 'r+'), size, { pageSize: unit, hugetlb: snap.fs === 'hugetlbfs' })
+        ? Backing.sharedFile(openSync(snap.path, 'r+'), size, { pageSize: unit, hugetlb: snap.fs === 'hugetlbfs', ...(reservedAt === undefined ? {} : { at: reservedAt }) })
         : reservedAt !== undefined
           ? Backing.create('anonymous', size, { name: 'postcopy-restore', at: reservedAt })
           : undefined;
