@@ -9,7 +9,7 @@
  * the first prefetch copy fail with EAGAIN: deferred, and the removed range then skipped.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -18,20 +18,15 @@ import type { ServerStats } from '../src/apps/serve/server.js';
 import { mergeWorkingSet, readWorkingSet, type RecordLayout, writeWorkingSet } from '../src/apps/snapshot/working-set.js';
 import { Madvise } from '../src/memory/constants.js';
 import { native } from '../src/native/binding.js';
-import { Client, PAGE } from './helpers/firecracker-client.js';
+import { Client, numberedPagesFile, PAGE } from './helpers/firecracker-client.js';
 import { type Child, postcopy } from './helpers/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'postcopy-test-serve-record-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const MiB = 2 ** 20;
 const FILE_BYTES = 8 * MiB;
-const memoryFile = join(dir, 'mem');
 // Page p of the file holds p + 1 in its first word (so 0 means "a zero page").
-{
-  const b = Buffer.alloc(FILE_BYTES);
-  for (let p = 0; p < FILE_BYTES / PAGE; p++) b.writeUInt32LE(p + 1, p * PAGE);
-  writeFileSync(memoryFile, b);
-}
+const memoryFile = numberedPagesFile(dir, FILE_BYTES);
 const layout: RecordLayout = { memory: { size: FILE_BYTES, unit: PAGE }, checksum: 'test' };
 
 // The guest: region 0 is 2 MiB at file offset 4 MiB, region 1 is 1 MiB at offset 0.

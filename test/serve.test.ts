@@ -6,7 +6,7 @@
  * each refused with a log line while the server goes on serving another client.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -14,19 +14,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PageServerSocket, type ServerLog } from '../src/apps/serve/server.js';
 import { Madvise } from '../src/memory/constants.js';
 import { sendWithFds, socketFd } from '../src/socket/scm-rights.js';
-import { Client, PAGE } from './helpers/firecracker-client.js';
+import { Client, numberedPagesFile, PAGE } from './helpers/firecracker-client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'postcopy-test-serve-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const MiB = 2 ** 20;
 const FILE_BYTES = 8 * MiB;
-const memoryFile = join(dir, 'mem');
 // Page p of the file holds p + 1 in its first word (so 0 means "a zero page").
-{
-  const b = Buffer.alloc(FILE_BYTES);
-  for (let p = 0; p < FILE_BYTES / PAGE; p++) b.writeUInt32LE(p + 1, p * PAGE);
-  writeFileSync(memoryFile, b);
-}
+const memoryFile = numberedPagesFile(dir, FILE_BYTES);
 
 let sockets = 0;
 async function server(): Promise<{ s: PageServerSocket; logs: ServerLog[] }> {

@@ -6,6 +6,8 @@
  * (worker threads) then touch the memory.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { MapFlag } from '../../src/memory/constants.js';
@@ -70,4 +72,13 @@ export class Client {
     for (const r of this.regions) r.mapping.unmap();
     this.uffd.close();
   }
+}
+
+/** A memory file of `bytes` in `dir` whose page p holds p + 1 in its first word (so 0 means "a zero page"). */
+export function numberedPagesFile(dir: string, bytes: number): string {
+  const path = join(dir, 'mem');
+  const b = Buffer.alloc(bytes);
+  for (let p = 0; p < bytes / PAGE; p++) b.writeUInt32LE(p + 1, p * PAGE);
+  writeFileSync(path, b);
+  return path;
 }
