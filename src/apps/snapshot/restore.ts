@@ -197,7 +197,6 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     // The guest, over its memory; the saved state loaded before a thread exists.
     const t1 = at();
     const shape = { ...m.guest.shape, source: source ?? (hugetlb ? 'shared_hugetlb' : 'shmem') };
-    if (mode === 'minor') markConsumed(snap);
     // With a restorer, the guest's memory (MISSING into anonymous memory, or MINOR's file) goes
     // where its threads already view. Hugetlbfs needs huge-page alignment the range may not have.
     const reservedAt = (mode === 'minor' ? snap.fs === 'tmpfs' : source === 'anonymous') && backend === 'threads' ? o.restorer?.claim(size) : undefined;
@@ -266,6 +265,9 @@ export async function restoreSnapshot(o: RestoreOptions): Promise<RestoreReport>
     }
     const prefetchMs = at() - t5;
 
+    // The guest's writes go into a MINOR restore's file from here on: the snapshot is used up
+    // now, not before (a restore that failed before this leaves it as saved).
+    if (mode === 'minor') markConsumed(snap);
     guest.go();
     server.go();
     const resumedAtEpoch = performance.timeOrigin + performance.now();
